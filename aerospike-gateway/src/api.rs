@@ -1,0 +1,239 @@
+//! The gateway's HTTP API: routes, request parsing and error answers.
+//!
+//! Every refusal is a JSON [`ApiError`] with a status that says whose fault it is:
+//! 4xx for input the caller can fix (and nothing is written), 503 with
+//! `Retry-After` when the store is unavailable, 500 when it failed.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use counter_api::{ApiError, Audit, Hit, LatestHits, Summary, paths};
+use serde::Deserialize;
+
+use crate::recorder::Recorder;
+use crate::store::{MAX_LATEST_HITS, Store, StoreError};
+
+/// A hit is about 120 bytes of JSON; anything near this is not a hit.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
+
+pub struct AppState<S> {
+    pub store: Arc<S>,
+    pub recorder: Recorder,
+}
+
+pub fn router<S: Store>(state: AppState<S>) -> Router {
+    Router::new()
+        .route(paths::HITS, post(record_hit::<S>))
+        .route(paths::SUMMARY, get(summary::<S>))
+        .route(paths::LATEST_HITS, get(latest_hits::<S>))
+        .route(paths::AUDIT, get(audit::<S>))
+        .route(
+            paths::HEALTHZ,
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(paths::READYZ, get(readyz::<S>))
+        .fallback(|| async {
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see the README for the gateway API",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .with_state(Arc::new(state))
+}
+
+async fn record_hit<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let hit = parse_hit(&headers, body).await?;
+    let recorded = state.recorder.record(hit).await?;
+    let status = if recorded.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(recorded)).into_response())
+}
+
+/// Content type, size and every field are checked before anything is queued.
+async fn parse_hit(headers: &HeaderMap, body: Body) -> Result<Hit, Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "send the hit as JSON with Content-Type: application/json (got {content_type:?})"
+            ),
+        ));
+    }
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a hit must be at most {MAX_BODY_BYTES} bytes of JSON"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    // Also bounds chunked bodies, which declare no length.
+    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+    let hit_shape = "a hit is {\"id\": \"<uuid>\", \"server\": \"<server id>\", \"ts\": <milliseconds since the epoch>}";
+    let hit: Hit = serde_json::from_slice(&bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_hit",
+                format!("{e}; {hit_shape}"),
+            ),
+            Category::Syntax | Category::Eof | Category::Io => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {e}"),
+            ),
+        }
+    })?;
+    // serde also reads a struct from a JSON array; the API takes objects only.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            format!("a hit must be a JSON object; {hit_shape}"),
+        ));
+    }
+    Ok(hit)
+}
+
+async fn summary<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+) -> Result<Json<Summary>, Problem> {
+    Ok(Json(state.store.summary().await?))
+}
+
+#[derive(Deserialize)]
+struct LatestQuery {
+    limit: Option<String>,
+}
+
+async fn latest_hits<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    query: Result<Query<LatestQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LatestHits>, Problem> {
+    let bad_limit = || {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+            format!("limit must be a whole number from 1 to {MAX_LATEST_HITS}"),
+        )
+    };
+    let Query(query) = query.map_err(|_| bad_limit())?;
+    let limit = match query.limit {
+        None => 20,
+        Some(limit) => limit
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LATEST_HITS).contains(n))
+            .ok_or_else(bad_limit)?,
+    };
+    let hits = state.store.latest_hits(limit).await?;
+    Ok(Json(LatestHits { hits }))
+}
+
+/// Counters next to a recount of the hit records: they differ only after a
+/// gateway died between writing hits and counting them, or while hits are in flight.
+async fn audit<S: Store>(State(state): State<Arc<AppState<S>>>) -> Result<Json<Audit>, Problem> {
+    let hit_records = state.store.count_hit_records().await?;
+    let summary = state.store.summary().await?;
+    Ok(Json(Audit {
+        consistent: summary == hit_records,
+        summary,
+        hit_records,
+    }))
+}
+
+async fn readyz<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    state.store.check_ready().await?;
+    Ok(Json(serde_json::json!({"status": "ready"})))
+}
+
+/// An error answer: status plus [`ApiError`] body.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    body: ApiError,
+}
+
+impl Problem {
+    fn new(status: StatusCode, error: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ApiError {
+                error: error.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Self {
+        match &error {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(%error, "store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    error.to_string(),
+                )
+            }
+            StoreError::Failed(_) => {
+                tracing::error!(%error, "store failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_failed",
+                    error.to_string(),
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

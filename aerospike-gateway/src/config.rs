@@ -1,0 +1,161 @@
+//! Every setting of the gateway, from flags or the environment; nothing else reads either.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Exit 0 if a gateway answers 200 on its health URL: a container health check
+    /// for images that ship no curl.
+    CheckHealth {
+        #[arg(long, default_value = "http://127.0.0.1:8081/healthz")]
+        url: String,
+    },
+}
+
+/// How the gateway serves, and which store it uses.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address and port to serve the HTTP API on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    /// Directory of the embedded store, used when no Aerospike host is set.
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Aerospike seed nodes, `host[:port]` (port 3000 if omitted) separated by commas.
+    /// Selects the Aerospike store; the client discovers the rest of the cluster.
+    #[arg(long, env = "AEROSPIKE_HOSTS", value_delimiter = ',')]
+    pub aerospike_hosts: Vec<String>,
+
+    /// One Aerospike seed node, as in the tutorial; used when AEROSPIKE_HOSTS is unset.
+    #[arg(long, env = "AEROSPIKE_HOST")]
+    pub aerospike_host: Option<String>,
+
+    /// Aerospike namespace holding the `hits` and `summary` sets.
+    #[arg(long, env = "AEROSPIKE_NAMESPACE", default_value = "test")]
+    pub aerospike_namespace: String,
+
+    /// Longest a store operation may take, retries included, before the request fails
+    /// with 503.
+    #[arg(long, env = "STORE_TIMEOUT_MS", default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub store_timeout_ms: u64,
+
+    /// Most hits written together in one group commit.
+    #[arg(long, env = "MAX_BATCH", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_batch: u64,
+}
+
+/// Which store the settings select.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    Embedded {
+        data_dir: PathBuf,
+    },
+    Aerospike {
+        seeds: Vec<String>,
+        namespace: String,
+    },
+}
+
+impl Config {
+    pub fn store(&self) -> StoreChoice {
+        let mut seeds: Vec<String> = self
+            .aerospike_hosts
+            .iter()
+            .map(|h| h.trim())
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if seeds.is_empty()
+            && let Some(host) = self.aerospike_host.as_deref().map(str::trim)
+            && !host.is_empty()
+        {
+            seeds.push(host.to_owned());
+        }
+        if seeds.is_empty() {
+            StoreChoice::Embedded {
+                data_dir: self.data_dir.clone(),
+            }
+        } else {
+            StoreChoice::Aerospike {
+                seeds,
+                namespace: self.aerospike_namespace.clone(),
+            }
+        }
+    }
+
+    pub fn store_timeout(&self) -> Duration {
+        Duration::from_millis(self.store_timeout_ms)
+    }
+
+    pub fn max_batch(&self) -> usize {
+        self.max_batch as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Cli::try_parse_from(std::iter::once("aerospike-gateway").chain(args.iter().copied()))
+            .unwrap()
+            .serve
+    }
+
+    #[test]
+    fn embedded_by_default() {
+        let config = parse(&["--data-dir", "/tmp/x"]);
+        assert_eq!(
+            config.store(),
+            StoreChoice::Embedded {
+                data_dir: "/tmp/x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn aerospike_hosts_win_over_the_tutorials_single_host() {
+        let config = parse(&[
+            "--aerospike-hosts",
+            "a:3000, b ,c:3010",
+            "--aerospike-host",
+            "ignored",
+        ]);
+        assert_eq!(
+            config.store(),
+            StoreChoice::Aerospike {
+                seeds: vec!["a:3000".into(), "b".into(), "c:3010".into()],
+                namespace: "test".into()
+            }
+        );
+        let single = parse(&["--aerospike-host", "prod_aerospike_1"]);
+        assert_eq!(
+            single.store(),
+            StoreChoice::Aerospike {
+                seeds: vec!["prod_aerospike_1".into()],
+                namespace: "test".into()
+            }
+        );
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        assert!(Cli::try_parse_from(["g", "--store-timeout-ms", "0"]).is_err());
+        assert!(Cli::try_parse_from(["g", "--max-batch", "0"]).is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The awesome-counter gateway: the one service that owns the hit counter's data.
+//!
+//! Web replicas are Wasm components with no database driver; they post each hit
+//! here over HTTP. The gateway holds one long-lived store handle per process (one
+//! Aerospike client that follows the cluster, or an embedded redb file), batches
+//! concurrent hits into group commits ([`recorder`]) and serves the totals.
+//!
+//! The data flow reads top to bottom: [`api`] parses a request into a
+//! [`counter_api::Hit`], the [`recorder::Recorder`] batches it, and a
+//! [`store::Store`] writes the batch.
+
+pub mod api;
+pub mod config;
+pub mod recorder;
+pub mod store;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::api::AppState;
+use crate::config::{Config, StoreChoice};
+use crate::recorder::Recorder;
+use crate::store::{AerospikeStore, EmbeddedStore, Store};
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Opens the configured store and serves the API until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    match config.store() {
+        StoreChoice::Embedded { data_dir } => {
+            let store = EmbeddedStore::open(&data_dir)?;
+            tracing::info!(data_dir = %data_dir.display(), "using the embedded store");
+            run(listener, store, &config).await
+        }
+        StoreChoice::Aerospike { seeds, namespace } => {
+            let store = AerospikeStore::connect(&seeds, &namespace, config.store_timeout())?;
+            tracing::info!(?seeds, %namespace, "using Aerospike");
+            run(listener, store, &config).await
+        }
+    }
+}
+
+async fn run<S: Store>(listener: TcpListener, store: S, config: &Config) -> anyhow::Result<()> {
+    let store = Arc::new(store);
+    let recorder = Recorder::start(store.clone(), config.max_batch(), config.store_timeout());
+    let app = api::router(AppState { store, recorder });
+    tracing::info!("gateway listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the API")?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate.recv() => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// `GET url` over plain HTTP/1.1; Ok only on a 200. For container health checks in
+/// images that have no curl.
+pub async fn check_health(url: &str) -> anyhow::Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url} is not an http:// URL"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        // Read the whole answer: hanging up early makes the server log a reset.
+        let mut answer = Vec::new();
+        (&mut stream)
+            .take(64 * 1024)
+            .read_to_end(&mut answer)
+            .await?;
+        anyhow::Ok(answer)
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(3), check)
+        .await
+        .with_context(|| format!("{url} did not answer within 3 s"))?
+        .with_context(|| format!("requesting {url}"))?;
+    let status_line = answer.split(|&b| b == b'\r').next().unwrap_or_default();
+    let status_line = String::from_utf8_lossy(status_line);
+    anyhow::ensure!(
+        status_line.starts_with("HTTP/1.1 200 "),
+        "{url} answered {status_line:?}"
+    );
+    Ok(())
+}

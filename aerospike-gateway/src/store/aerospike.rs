@@ -1,0 +1,593 @@
+//! The Aerospike store, laid out exactly as the tutorial's app lays out its data,
+//! so `aql> select * from test.hits` and `select * from test.summary` read the same:
+//!
+//! - set `hits`: key = the hit id as a string (sent with the record), bins `server`
+//!   (string) and `ts` (integer milliseconds);
+//! - set `summary`: keys `total_hits` and each server id, bin `total` (integer).
+//!
+//! One [`Client`] per gateway process, built from the seed hosts at start-up; it
+//! discovers the rest of the cluster and follows nodes joining and leaving. (The
+//! tutorial built a client per request.) If the cluster is not up yet, the gateway
+//! serves anyway, answers 503 and keeps trying to connect in the background.
+//!
+//! A batch of hits is written in this order:
+//! 1. the hit records, one create-only batch write: a record that already exists
+//!    marks a retried hit, which is then not counted again;
+//! 2. `total_hits`: one `operate(add k, get)`, so each hit of the batch gets its own
+//!    N from a single atomic increment;
+//! 3. each server's counter, likewise.
+//!
+//! Aerospike has no multi-record transactions in the Community Edition, so a
+//! gateway that dies between step 1 and 2 leaves hit records that no total counts:
+//! `total_hits` can lag the number of hit records, never exceed it. The README's
+//! "Reconciling" section shows how an operator recounts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aerospike::errors::Error as AsError;
+use aerospike::operations;
+use aerospike::query::{Filter, PartitionFilter, Statement};
+use aerospike::{
+    BatchOperation, BatchPolicy, BatchWritePolicy, Bin, Bins, Client, ClientPolicy,
+    CollectionIndexType, ErrorKind, IndexType, Key, QueryPolicy, ReadPolicy, RecordExistsAction,
+    ResultCode, ToHosts, Value, WritePolicy,
+};
+use anyhow::Context;
+use counter_api::{
+    EpochMillis, Hit, HitId, Recorded, ServerId, ServerTotal, Summary, TOTAL_HITS_KEY,
+};
+use futures::StreamExt;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::{
+    Store, StoreError, added_per_server, first_occurrences, number_batch, summary_from_counts,
+};
+
+const HITS_SET: &str = "hits";
+const SUMMARY_SET: &str = "summary";
+const TOTAL_BIN: &str = "total";
+/// The secondary index that lets the latest-hits view read a time window of `hits`
+/// instead of scanning the whole set.
+const TS_INDEX: &str = "hits_ts";
+
+#[derive(Clone)]
+pub struct AerospikeStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: OnceCell<Client>,
+    seeds: String,
+    namespace: String,
+    timeout: Duration,
+}
+
+impl AerospikeStore {
+    /// Checks the seed list and starts connecting in the background; the store
+    /// answers [`StoreError::Unavailable`] until the cluster is reached.
+    pub fn connect(seeds: &[String], namespace: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let seeds = seeds.join(",");
+        seeds
+            .to_hosts()
+            .with_context(|| format!("AEROSPIKE_HOSTS={seeds:?} is not a list of host:port"))?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                client: OnceCell::new(),
+                seeds,
+                namespace: namespace.to_owned(),
+                timeout,
+            }),
+        };
+        tokio::spawn(store.clone().keep_connecting());
+        Ok(store)
+    }
+
+    async fn keep_connecting(self) {
+        let policy = ClientPolicy {
+            timeout: 3_000,
+            connect_timeout: 1_000,
+            ..ClientPolicy::default()
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match Client::new(&policy, &self.inner.seeds).await {
+                Ok(client) => {
+                    tracing::info!(
+                        nodes = client.nodes().len(),
+                        "connected to the Aerospike cluster"
+                    );
+                    self.prepare_indexes(&client).await;
+                    let _ = self.inner.client.set(client);
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(seeds = %self.inner.seeds, %error, retry_in = ?backoff, "cannot reach Aerospike yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Best effort: without the index the latest-hits view falls back to a scan.
+    async fn prepare_indexes(&self, client: &Client) {
+        let policy = aerospike::policy::AdminPolicy::default();
+        let created = client
+            .create_index_on_bin(
+                &policy,
+                &self.inner.namespace,
+                HITS_SET,
+                "ts",
+                TS_INDEX,
+                IndexType::Numeric,
+                CollectionIndexType::Default,
+                None,
+            )
+            .await;
+        match created {
+            Ok(_) => tracing::info!(index = TS_INDEX, "secondary index on hits.ts requested"),
+            Err(e) if e.matches(&[ResultCode::IndexFound]) => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not create the hits.ts index; latest hits will scan the set")
+            }
+        }
+    }
+
+    fn client(&self) -> Result<&Client, StoreError> {
+        self.inner.client.get().ok_or_else(|| {
+            StoreError::Unavailable(format!(
+                "not connected to the Aerospike cluster at {} yet",
+                self.inner.seeds
+            ))
+        })
+    }
+
+    fn key(&self, set: &str, key: &str) -> Result<Key, StoreError> {
+        Key::new(
+            self.inner.namespace.as_str(),
+            set,
+            Value::from(key.to_owned()),
+        )
+        .map_err(|e| failed(&e))
+    }
+
+    fn write_policy(&self, deadline: Instant) -> WritePolicy {
+        WritePolicy {
+            send_key: true,
+            base_policy: aerospike::policy::BasePolicy {
+                total_timeout: millis_until(deadline),
+                // Retries are ours (below): only a write that surely did not apply
+                // is retried.
+                max_retries: 0,
+                ..Default::default()
+            },
+            ..WritePolicy::default()
+        }
+    }
+
+    /// Step 1: create the hit records. Answers, per hit, whether it is new.
+    async fn create_hit_records(
+        &self,
+        client: &Client,
+        hits: &[Hit],
+        deadline: Instant,
+    ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
+        let firsts = first_occurrences(hits);
+        let row_policy = BatchWritePolicy {
+            record_exists_action: RecordExistsAction::CreateOnly,
+            send_key: true,
+            ..BatchWritePolicy::default()
+        };
+        let mut rows = Vec::with_capacity(hits.len());
+        let mut row_of_hit = Vec::with_capacity(hits.len());
+        for (hit, &first) in hits.iter().zip(&firsts) {
+            if first {
+                let key = self.key(HITS_SET, &hit.id.to_string())?;
+                let ts = i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64");
+                let ops = [
+                    operations::put(&Bin::new(
+                        "server",
+                        Value::from(hit.server.as_str().to_owned()),
+                    )),
+                    operations::put(&Bin::new("ts", Value::from(ts))),
+                ];
+                row_of_hit.push(Some(rows.len()));
+                rows.push(BatchOperation::write(&row_policy, key, ops));
+            } else {
+                row_of_hit.push(None);
+            }
+        }
+        let mut policy = BatchPolicy::write_default();
+        policy.base_policy.total_timeout = millis_until(deadline);
+        if let Err(error) = client.batch(&policy, &mut rows).await {
+            // Rows still carry their own outcomes; log the node-level failure.
+            tracing::warn!(%error, "batch write of hit records failed on a node");
+        }
+        Ok(row_of_hit
+            .into_iter()
+            .map(|row| match row {
+                None => Ok(false),
+                Some(row) => match rows[row].result_code() {
+                    Some(ResultCode::Ok) => Ok(true),
+                    Some(ResultCode::KeyExistsError) => Ok(false),
+                    _ => Err(match rows[row].error() {
+                        Some(error) => unavailable_or_failed(error),
+                        None => StoreError::Unavailable("the hit record was not written".into()),
+                    }),
+                },
+            })
+            .collect())
+    }
+
+    /// Steps 2 and 3: `operate(add n, get)` on a counter; `n = 0` only reads it.
+    /// KEY_BUSY and other failures that surely did not apply are retried with
+    /// backoff until the deadline.
+    async fn add_to_counter(
+        &self,
+        client: &Client,
+        key: &str,
+        n: u64,
+        deadline: Instant,
+    ) -> Result<u64, StoreError> {
+        let key = self.key(SUMMARY_SET, key)?;
+        let mut backoff = Duration::from_micros(500);
+        loop {
+            let result = if n == 0 {
+                let mut policy = ReadPolicy::default();
+                policy.base_policy.total_timeout = millis_until(deadline);
+                client
+                    .get(&policy, &key, Bins::from([TOTAL_BIN]))
+                    .await
+                    .map(|record| counter_value(&record.bins))
+                    .or_else(|e| {
+                        if e.matches(&[ResultCode::KeyNotFoundError]) {
+                            Ok(Some(0))
+                        } else {
+                            Err(e)
+                        }
+                    })
+            } else {
+                let add = Bin::new(TOTAL_BIN, Value::from(n as i64));
+                let ops = [operations::add(&add), operations::get_bin(TOTAL_BIN)];
+                client
+                    .operate(&self.write_policy(deadline), &key, &ops)
+                    .await
+                    .map(|record| counter_value(&record.bins))
+            };
+            match result {
+                Ok(Some(total)) => return Ok(total),
+                Ok(None) => {
+                    return Err(StoreError::Failed(format!(
+                        "summary record {key} has no integer bin {TOTAL_BIN:?}"
+                    )));
+                }
+                Err(error) if retryable(&error) && Instant::now() + backoff < deadline => {
+                    tracing::debug!(%error, ?backoff, "retrying a counter update");
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+                Err(error) => return Err(unavailable_or_failed(&error)),
+            }
+        }
+    }
+
+    async fn record_batch(
+        &self,
+        hits: &[Hit],
+    ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
+        let deadline = Instant::now() + self.inner.timeout;
+        let client = self.client()?;
+        let created = self.create_hit_records(client, hits, deadline).await?;
+        let counted: Vec<bool> = created.iter().map(|c| matches!(c, Ok(true))).collect();
+        let added: u64 = counted.iter().filter(|&&c| c).count() as u64;
+
+        let per_server = added_per_server(hits, &counted);
+        let total = self.add_to_counter(client, TOTAL_HITS_KEY, added, deadline);
+        let servers = futures::future::join_all(per_server.iter().map(|(server, &n)| async move {
+            (
+                server.clone(),
+                self.add_to_counter(client, server.as_str(), n, deadline)
+                    .await,
+            )
+        }));
+        let (total, servers) = tokio::join!(total, servers);
+        let total_after = match total {
+            Ok(total) => total,
+            Err(error) => {
+                self.forget_uncounted(client, hits, &counted).await;
+                return Err(error);
+            }
+        };
+        let mut server_after = HashMap::new();
+        let mut server_errors = HashMap::new();
+        for (server, result) in servers {
+            match result {
+                Ok(total) => {
+                    server_after.insert(server, total);
+                }
+                Err(error) => {
+                    tracing::error!(%server, added = per_server[&server], %error,
+                        "total_hits was counted but this server's total was not; reconcile the summary");
+                    server_after.insert(server.clone(), 0);
+                    server_errors.insert(server, error);
+                }
+            }
+        }
+        let numbered = number_batch(hits, &counted, total_after, &server_after);
+        Ok(hits
+            .iter()
+            .zip(created)
+            .zip(numbered)
+            .map(|((hit, created), recorded)| {
+                created?;
+                match server_errors.get(&hit.server) {
+                    Some(error) => Err(error.clone()),
+                    None => Ok(recorded),
+                }
+            })
+            .collect())
+    }
+
+    /// The total was not incremented: remove the hit records just created, so the
+    /// data still adds up. Records whose removal fails are left for reconciling.
+    async fn forget_uncounted(&self, client: &Client, hits: &[Hit], counted: &[bool]) {
+        let mut policy = WritePolicy::default();
+        policy.base_policy.total_timeout = 1_000;
+        for (hit, _) in hits.iter().zip(counted).filter(|(_, c)| **c) {
+            let Ok(key) = self.key(HITS_SET, &hit.id.to_string()) else {
+                continue;
+            };
+            if let Err(error) = client.delete(&policy, &key).await {
+                tracing::error!(hit = %hit.id, %error, "hit record written but not counted; reconcile the summary");
+            }
+        }
+    }
+
+    /// The newest `limit` hits: a time-window query on the `ts` index, widened
+    /// until it finds enough, then the whole set if the index is missing.
+    async fn latest(&self, limit: usize) -> Result<Vec<Hit>, StoreError> {
+        let client = self.client()?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut policy = QueryPolicy::default();
+        policy.base_policy.total_timeout = self.inner.timeout.as_millis() as u32;
+        // Caps a window on a very busy counter; the newest of what came back is kept.
+        policy.max_records = 100_000;
+        for window_ms in [10_000_i64, 600_000, 86_400_000, 30 * 86_400_000] {
+            let mut statement = Statement::new(self.inner.namespace.as_str(), HITS_SET, Bins::All);
+            statement.set_filter(Filter::range("ts", now - window_ms, i64::MAX));
+            match self.query_hits(client, &policy, statement, limit).await {
+                Ok(hits) if hits.len() >= limit => return Ok(hits),
+                Ok(_) => continue,
+                Err(error)
+                    if error
+                        .matches(&[ResultCode::IndexNotFound, ResultCode::IndexNotReadable]) =>
+                {
+                    break;
+                }
+                Err(error) => return Err(unavailable_or_failed(&error)),
+            }
+        }
+        policy.max_records = 0;
+        let statement = Statement::new(self.inner.namespace.as_str(), HITS_SET, Bins::All);
+        self.query_hits(client, &policy, statement, limit)
+            .await
+            .map_err(|e| unavailable_or_failed(&e))
+    }
+
+    async fn query_hits(
+        &self,
+        client: &Client,
+        policy: &QueryPolicy,
+        statement: Statement,
+        limit: usize,
+    ) -> Result<Vec<Hit>, AsError> {
+        let records = client
+            .query(policy, PartitionFilter::all(), statement)
+            .await?;
+        let mut stream = records.into_stream();
+        // Keep only the newest `limit`: a min-heap on ts.
+        let mut newest = std::collections::BinaryHeap::with_capacity(limit + 1);
+        while let Some(record) = stream.next().await {
+            let record = record?;
+            let Some(hit) = hit_from(&record) else {
+                continue;
+            };
+            newest.push(std::cmp::Reverse((hit.ts, hit.id, hit.server)));
+            if newest.len() > limit {
+                newest.pop();
+            }
+        }
+        let mut hits: Vec<Hit> = newest
+            .into_iter()
+            .map(|std::cmp::Reverse((ts, id, server))| Hit { id, server, ts })
+            .collect();
+        hits.sort_by_key(|hit| std::cmp::Reverse((hit.ts, hit.id)));
+        Ok(hits)
+    }
+}
+
+impl Store for AerospikeStore {
+    async fn record_hits(&self, hits: Vec<Hit>) -> Vec<Result<Recorded, StoreError>> {
+        match self.record_batch(&hits).await {
+            Ok(results) => results,
+            Err(error) => vec![Err(error); hits.len()],
+        }
+    }
+
+    async fn summary(&self) -> Result<Summary, StoreError> {
+        let client = self.client()?;
+        let mut policy = QueryPolicy::default();
+        policy.base_policy.total_timeout = self.inner.timeout.as_millis() as u32;
+        let statement = Statement::new(
+            self.inner.namespace.as_str(),
+            SUMMARY_SET,
+            Bins::from([TOTAL_BIN]),
+        );
+        let records = client
+            .query(&policy, PartitionFilter::all(), statement)
+            .await
+            .map_err(|e| unavailable_or_failed(&e))?;
+        let mut summary = Summary::default();
+        let mut stream = records.into_stream();
+        while let Some(record) = stream.next().await {
+            let record = record.map_err(|e| unavailable_or_failed(&e))?;
+            let Some(Value::String(key)) = record.key.as_ref().and_then(|k| k.user_key().cloned())
+            else {
+                tracing::warn!(
+                    "a summary record has no stored key; was it written without send_key?"
+                );
+                continue;
+            };
+            let total = counter_value(&record.bins).unwrap_or(0);
+            if key == TOTAL_HITS_KEY {
+                summary.total_hits = total;
+            } else if let Ok(server) = key.parse::<ServerId>() {
+                summary.servers.push(ServerTotal { server, total });
+            }
+        }
+        summary.servers.sort_by(|a, b| a.server.cmp(&b.server));
+        Ok(summary)
+    }
+
+    async fn latest_hits(&self, limit: usize) -> Result<Vec<Hit>, StoreError> {
+        self.latest(limit).await
+    }
+
+    async fn count_hit_records(&self) -> Result<Summary, StoreError> {
+        let client = self.client()?;
+        let mut policy = QueryPolicy::default();
+        policy.base_policy.total_timeout = 0; // a full scan takes as long as it takes
+        let statement = Statement::new(
+            self.inner.namespace.as_str(),
+            HITS_SET,
+            Bins::from(["server"]),
+        );
+        let records = client
+            .query(&policy, PartitionFilter::all(), statement)
+            .await
+            .map_err(|e| unavailable_or_failed(&e))?;
+        let mut counts = std::collections::BTreeMap::new();
+        let mut stream = records.into_stream();
+        while let Some(record) = stream.next().await {
+            let record = record.map_err(|e| unavailable_or_failed(&e))?;
+            if let Some(Value::String(server)) = record.bins.get("server")
+                && let Ok(server) = server.parse::<ServerId>()
+            {
+                *counts.entry(server).or_insert(0) += 1;
+            }
+        }
+        Ok(summary_from_counts(counts))
+    }
+
+    async fn check_ready(&self) -> Result<(), StoreError> {
+        let client = self.client()?;
+        if client.is_connected() && !client.nodes().is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "no Aerospike node of the cluster at {} is reachable",
+                self.inner.seeds
+            )))
+        }
+    }
+}
+
+/// `total` as written by `add`: an integer, or the `[nil, total]` pair an
+/// `operate(add, get)` answers.
+fn counter_value(bins: &aerospike::IndexMap<String, Value>) -> Option<u64> {
+    match bins.get(TOTAL_BIN)? {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::MultiResult(values) | Value::List(values) => match values.last()? {
+            Value::Int(n) => u64::try_from(*n).ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A `hits` record as a [`Hit`]; records another writer left malformed are skipped.
+fn hit_from(record: &aerospike::Record) -> Option<Hit> {
+    let Some(Value::String(id)) = record.key.as_ref()?.user_key() else {
+        return None;
+    };
+    let Value::String(server) = record.bins.get("server")? else {
+        return None;
+    };
+    let Value::Int(ts) = record.bins.get("ts")? else {
+        return None;
+    };
+    Some(Hit {
+        id: id.parse::<HitId>().ok()?,
+        server: server.parse().ok()?,
+        ts: EpochMillis::new(i128::from(*ts)).ok()?,
+    })
+}
+
+fn millis_until(deadline: Instant) -> u32 {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis()
+        .max(1) as u32
+}
+
+/// Spread retries of many gateways on one hot record.
+fn jitter(backoff: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    backoff + backoff * (nanos % 100) / 100
+}
+
+/// Worth another try: the server said the write did not happen (KEY_BUSY, a
+/// partition in migration), or the client never got it out.
+fn retryable(error: &AsError) -> bool {
+    if error.in_doubt() {
+        return false;
+    }
+    error.matches(&[
+        ResultCode::KeyBusy,
+        ResultCode::DeviceOverload,
+        ResultCode::PartitionUnavailable,
+        ResultCode::Timeout,
+    ]) || matches!(
+        error.kind(),
+        ErrorKind::Connection
+            | ErrorKind::ConnectionPoolEmpty
+            | ErrorKind::NoMoreConnections
+            | ErrorKind::InvalidNode
+            | ErrorKind::Timeout
+    )
+}
+
+fn unavailable_or_failed(error: &AsError) -> StoreError {
+    let transient = error.matches(&[
+        ResultCode::KeyBusy,
+        ResultCode::DeviceOverload,
+        ResultCode::PartitionUnavailable,
+        ResultCode::Timeout,
+        ResultCode::QueryTimeout,
+    ]) || matches!(
+        error.kind(),
+        ErrorKind::Connection
+            | ErrorKind::ConnectionPoolEmpty
+            | ErrorKind::NoMoreConnections
+            | ErrorKind::InvalidNode
+            | ErrorKind::Timeout
+            | ErrorKind::MaxErrorRate
+            | ErrorKind::Io(_)
+    );
+    if transient {
+        StoreError::Unavailable(format!("Aerospike: {error}"))
+    } else {
+        failed(error)
+    }
+}
+
+fn failed(error: &AsError) -> StoreError {
+    StoreError::Failed(format!("Aerospike: {error}"))
+}

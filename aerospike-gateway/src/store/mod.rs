@@ -1,0 +1,181 @@
+//! Where hits and totals live, behind one interface with the tutorial's layout:
+//! `hits` (hit id → server, ts) and `summary` (`total_hits` and one counter per
+//! server).
+
+mod aerospike;
+mod embedded;
+
+use std::future::Future;
+
+use std::collections::HashMap;
+
+use counter_api::{Hit, Recorded, ServerId, Summary};
+
+pub use self::aerospike::AerospikeStore;
+pub use self::embedded::EmbeddedStore;
+
+/// The most hits one `latest_hits` call returns.
+pub const MAX_LATEST_HITS: usize = 1000;
+
+/// A failure of the store, as the gateway's callers need to see it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Worth retrying soon: the store is unreachable, busy or timed out.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store failed in a way a retry will not mend.
+    #[error("the store failed: {0}")]
+    Failed(String),
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Records a batch of hits as one group commit and answers, in order, what each
+    /// hit was counted as, or why it was not.
+    ///
+    /// Each new hit adds one to `total_hits` and to its server's counter; the n-th
+    /// new hit of the batch sees the totals as they were after it, so every counted
+    /// hit gets a distinct `total_hits`. A hit whose id is already recorded, in the
+    /// store or earlier in the batch, is not counted again and is answered as a
+    /// duplicate with the current totals. Answers only once the counts are durable.
+    fn record_hits(
+        &self,
+        hits: Vec<Hit>,
+    ) -> impl Future<Output = Vec<Result<Recorded, StoreError>>> + Send;
+
+    /// The grand total and every server's total, servers sorted by id.
+    fn summary(&self) -> impl Future<Output = Result<Summary, StoreError>> + Send;
+
+    /// Up to `limit` of the newest hits, newest first.
+    fn latest_hits(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Hit>, StoreError>> + Send;
+
+    /// Counts the hit records themselves, per server: what the `summary` counters
+    /// should say. Reads every hit record, so it is for operators and tests, not
+    /// for pages.
+    fn count_hit_records(&self) -> impl Future<Output = Result<Summary, StoreError>> + Send;
+
+    /// Ok while the store can serve reads and writes.
+    fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Marks the first occurrence of each hit id in a batch; later ones are duplicates
+/// whatever the store says.
+fn first_occurrences(hits: &[Hit]) -> Vec<bool> {
+    let mut seen = std::collections::HashSet::with_capacity(hits.len());
+    hits.iter().map(|hit| seen.insert(hit.id)).collect()
+}
+
+/// Gives each hit of a group commit its own totals.
+///
+/// `counted[i]` says whether hit `i` was counted; `total_after` and `server_after`
+/// are the counters once the whole batch was added. Counted hits are numbered in
+/// batch order, so the last counted hit sees `total_after`; duplicates see the
+/// totals after the batch.
+fn number_batch(
+    hits: &[Hit],
+    counted: &[bool],
+    total_after: u64,
+    server_after: &HashMap<ServerId, u64>,
+) -> Vec<Recorded> {
+    let mut total = total_after - counted.iter().filter(|&&c| c).count() as u64;
+    let mut running: HashMap<&ServerId, u64> = server_after.iter().map(|(s, n)| (s, *n)).collect();
+    for (hit, _) in hits.iter().zip(counted).filter(|(_, c)| **c) {
+        *running
+            .get_mut(&hit.server)
+            .expect("every server of the batch has a total") -= 1;
+    }
+    hits.iter()
+        .zip(counted)
+        .map(|(hit, &counted)| {
+            if counted {
+                total += 1;
+                let server = running.get_mut(&hit.server).expect("checked above");
+                *server += 1;
+                Recorded {
+                    total_hits: total,
+                    server_hits: *server,
+                    duplicate: false,
+                }
+            } else {
+                Recorded {
+                    total_hits: total_after,
+                    server_hits: server_after[&hit.server],
+                    duplicate: true,
+                }
+            }
+        })
+        .collect()
+}
+
+/// Builds a [`Summary`] from per-server counts; the grand total is their sum.
+fn summary_from_counts(counts: std::collections::BTreeMap<ServerId, u64>) -> Summary {
+    Summary {
+        total_hits: counts.values().sum(),
+        servers: counts
+            .into_iter()
+            .map(|(server, total)| counter_api::ServerTotal { server, total })
+            .collect(),
+    }
+}
+
+/// How many hits of the batch each server adds (0 for servers with only duplicates).
+fn added_per_server(hits: &[Hit], counted: &[bool]) -> HashMap<ServerId, u64> {
+    let mut added = HashMap::new();
+    for (hit, &counted) in hits.iter().zip(counted) {
+        *added.entry(hit.server.clone()).or_insert(0) += u64::from(counted);
+    }
+    added
+}
+
+#[cfg(test)]
+mod tests {
+    use counter_api::{EpochMillis, HitId};
+
+    use super::*;
+
+    fn hit(id: u128, server: &str) -> Hit {
+        Hit {
+            id: HitId::from_u128(id).unwrap(),
+            server: server.parse().unwrap(),
+            ts: EpochMillis::new(1_732_000_000_000).unwrap(),
+        }
+    }
+
+    #[test]
+    fn batch_numbering() {
+        let hits = [
+            hit(1, "a"),
+            hit(2, "b"),
+            hit(1, "a"),
+            hit(3, "a"),
+            hit(4, "b"),
+        ];
+        let mut counted = first_occurrences(&hits);
+        assert_eq!(counted, [true, true, false, true, true]);
+        counted[4] = false; // already in the store
+        let added = added_per_server(&hits, &counted);
+        assert_eq!(added[&"a".parse().unwrap()], 2);
+        assert_eq!(added[&"b".parse().unwrap()], 1);
+
+        // Before the batch: total 10, a had 4, b had 6.
+        let after: HashMap<ServerId, u64> =
+            [("a".parse().unwrap(), 6), ("b".parse().unwrap(), 7)].into();
+        let recorded = number_batch(&hits, &counted, 13, &after);
+        let view: Vec<(u64, u64, bool)> = recorded
+            .iter()
+            .map(|r| (r.total_hits, r.server_hits, r.duplicate))
+            .collect();
+        assert_eq!(
+            view,
+            [
+                (11, 5, false),
+                (12, 7, false),
+                (13, 6, true),
+                (13, 6, false),
+                (13, 7, true)
+            ]
+        );
+    }
+}

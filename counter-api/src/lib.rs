@@ -1,0 +1,36 @@
+//! The vocabulary of the hit counter and the wire format of the gateway's HTTP API.
+//!
+//! Both sides of the `component → gateway` call compile against this crate, so a
+//! hit that the web component can build is exactly a hit the gateway accepts.
+//! Every value that crosses the wire is parsed into a type that cannot hold bad
+//! input ([`HitId`], [`ServerId`], [`EpochMillis`]); the gateway never has to
+//! re-check a field once it holds one of these.
+
+mod hit;
+mod wire;
+
+pub use hit::{EpochMillis, Hit, HitId, InvalidField, ServerId};
+pub use wire::{ApiError, Audit, LatestHits, Recorded, ServerTotal, Summary};
+
+/// The key of the grand-total counter in the `summary` set, as in the tutorial.
+///
+/// Per-server counters live in the same set keyed by the server id, which is why
+/// [`ServerId`] refuses this exact string.
+pub const TOTAL_HITS_KEY: &str = "total_hits";
+
+/// Paths of the gateway's HTTP API.
+pub mod paths {
+    /// `POST` a [`Hit`](crate::Hit) as JSON; answers [`Recorded`](crate::Recorded).
+    pub const HITS: &str = "/v1/hits";
+    /// `GET` the [`Summary`](crate::Summary).
+    pub const SUMMARY: &str = "/v1/summary";
+    /// `GET ?limit=N` the newest hits as [`LatestHits`](crate::LatestHits).
+    pub const LATEST_HITS: &str = "/v1/hits/latest";
+    /// `GET` an [`Audit`](crate::Audit): the counters next to a recount of the hit
+    /// records. Reads every hit record: for operators, not for pages.
+    pub const AUDIT: &str = "/v1/audit";
+    /// `GET`: 200 while the process is alive.
+    pub const HEALTHZ: &str = "/healthz";
+    /// `GET`: 200 while the store can be used, 503 otherwise.
+    pub const READYZ: &str = "/readyz";
+}

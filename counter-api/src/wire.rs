@@ -1,0 +1,55 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{Hit, ServerId};
+
+/// The gateway's answer to a recorded hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recorded {
+    /// The grand total right after this hit was counted: the N of
+    /// "I have been seen by N". Distinct for every counted hit.
+    pub total_hits: u64,
+    /// The hit's server total right after this hit was counted.
+    pub server_hits: u64,
+    /// True when a hit with this id had already been recorded: nothing was counted
+    /// this time, and the totals are the current ones.
+    pub duplicate: bool,
+}
+
+/// The `summary` set: the grand total and one total per server.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub total_hits: u64,
+    /// Sorted by server id.
+    pub servers: Vec<ServerTotal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerTotal {
+    pub server: ServerId,
+    pub total: u64,
+}
+
+/// The newest hit records, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LatestHits {
+    pub hits: Vec<Hit>,
+}
+
+/// The `summary` counters next to what the hit records add up to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audit {
+    pub summary: Summary,
+    /// Hit records counted per server; `total_hits` is the number of hit records.
+    pub hit_records: Summary,
+    /// True when the two agree.
+    pub consistent: bool,
+}
+
+/// Every 4xx and 5xx answer of the gateway carries this body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// A stable, machine-readable reason such as `invalid_hit` or `store_unavailable`.
+    pub error: String,
+    /// What went wrong and what to do about it, for a person.
+    pub message: String,
+}

@@ -1,0 +1,262 @@
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use counter_api::{Audit, Summary, paths};
+use tokio::process::Command;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::{Artifacts, Backend, Process, http_client};
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding an ephemeral port")
+        .port()
+}
+
+/// The gateway binary, on the backend's store.
+pub struct Gateway {
+    pub url: String,
+    port: u16,
+    backend: Backend,
+    data_dir: PathBuf,
+    log_dir: PathBuf,
+    env: Vec<(String, String)>,
+    process: Option<Process>,
+}
+
+impl Gateway {
+    pub async fn start(backend: Backend, data_dir: &Path, log_dir: &Path) -> Gateway {
+        Self::start_with(backend, data_dir, log_dir, &[]).await
+    }
+
+    /// With extra environment, e.g. `MAX_BATCH`.
+    pub async fn start_with(
+        backend: Backend,
+        data_dir: &Path,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        let port = free_port();
+        let mut gateway = Gateway {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            backend,
+            data_dir: data_dir.to_owned(),
+            log_dir: log_dir.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            process: None,
+        };
+        gateway.restart().await;
+        gateway
+    }
+
+    /// Starts the gateway (again) on the same port and store, and waits until ready.
+    pub async fn restart(&mut self) {
+        assert!(self.process.is_none(), "the gateway is already running");
+        let mut command = Command::new(&Artifacts::get().gateway_bin);
+        command
+            .env("GATEWAY_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("DATA_DIR", &self.data_dir)
+            .env("RUST_LOG", "info")
+            .env_remove("AEROSPIKE_HOST")
+            .env_remove("AEROSPIKE_HOSTS");
+        if self.backend == Backend::Aerospike {
+            let hosts = Backend::aerospike_hosts().expect("AEROSPIKE_HOSTS is set");
+            command.env("AEROSPIKE_HOSTS", hosts);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let mut process = Process::spawn("gateway", command, &self.log_dir);
+        wait_until_ok(&format!("{}{}", self.url, paths::READYZ), &mut process).await;
+        self.process = Some(process);
+    }
+
+    /// SIGTERM: the gateway finishes what is in flight and exits 0.
+    pub async fn stop(&mut self) {
+        self.process
+            .take()
+            .expect("the gateway is running")
+            .stop()
+            .await;
+    }
+
+    /// SIGKILL.
+    pub async fn kill(&mut self) {
+        self.process
+            .take()
+            .expect("the gateway is running")
+            .kill()
+            .await;
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.process
+            .as_ref()
+            .expect("the gateway is running")
+            .pid()
+            .as_raw()
+    }
+
+    pub async fn summary(&self) -> Summary {
+        get_json(&format!("{}{}", self.url, paths::SUMMARY)).await
+    }
+
+    pub async fn audit(&self) -> Audit {
+        get_json(&format!("{}{}", self.url, paths::AUDIT)).await
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log_dir.join("gateway.log")).unwrap_or_default()
+    }
+}
+
+/// The web component served by `wasmtime serve`.
+pub struct Web {
+    pub url: String,
+    pub server_id: String,
+    process: Process,
+}
+
+impl Web {
+    pub async fn start(
+        gateway_url: &str,
+        server_id: &str,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Web {
+        let artifacts = Artifacts::get();
+        let port = crate::free_port();
+        let mut command = Command::new(&artifacts.wasmtime);
+        command
+            .arg("serve")
+            .arg("-Scli")
+            .arg(format!("--addr=127.0.0.1:{port}"))
+            .arg(format!("--env=GATEWAY_URL={gateway_url}"))
+            .arg(format!("--env=SERVER_ID={server_id}"));
+        for (key, value) in env {
+            command.arg(format!("--env={key}={value}"));
+        }
+        command.arg(&artifacts.component);
+        let mut process = Process::spawn(&format!("web-{server_id}"), command, log_dir);
+        let url = format!("http://127.0.0.1:{port}");
+        wait_until_ok(&format!("{url}/healthz"), &mut process).await;
+        Web {
+            url,
+            server_id: server_id.to_owned(),
+            process,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.process.kill().await;
+    }
+
+    pub fn assert_running(&mut self) {
+        self.process.assert_running();
+    }
+}
+
+/// The whole counter: a gateway and `replicas` web components in front of it.
+pub struct Counter {
+    pub gateway: Gateway,
+    pub webs: Vec<Web>,
+    /// The totals before the test: zero on a fresh embedded store, whatever the
+    /// shared Aerospike cluster already counted otherwise.
+    pub baseline: Summary,
+    pub dir: tempfile::TempDir,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl Counter {
+    pub async fn start(backend: Backend, replicas: usize) -> Counter {
+        Self::start_with(backend, replicas, &[], &[]).await
+    }
+
+    pub async fn start_with(
+        backend: Backend,
+        replicas: usize,
+        gateway_env: &[(&str, &str)],
+        web_env: &[(&str, &str)],
+    ) -> Counter {
+        let turn = backend.exclusive().await;
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let data_dir = dir.path().join("data");
+        let gateway = Gateway::start_with(backend, &data_dir, dir.path(), gateway_env).await;
+        // Server ids unique to this run, so per-server totals start at zero even on
+        // a shared cluster.
+        let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let mut webs = Vec::new();
+        for i in 1..=replicas {
+            webs.push(
+                Web::start(
+                    &gateway.url,
+                    &format!("e2e-{run}-web{i}"),
+                    dir.path(),
+                    web_env,
+                )
+                .await,
+            );
+        }
+        let baseline = gateway.summary().await;
+        Counter {
+            gateway,
+            webs,
+            baseline,
+            dir,
+            _turn: turn,
+        }
+    }
+
+    /// This run's per-server totals, by server id.
+    pub fn server_totals(&self, summary: &Summary) -> Vec<(String, u64)> {
+        self.webs
+            .iter()
+            .map(|web| {
+                let total = summary
+                    .servers
+                    .iter()
+                    .find(|s| s.server.as_str() == web.server_id)
+                    .map_or(0, |s| s.total);
+                (web.server_id.clone(), total)
+            })
+            .collect()
+    }
+
+    /// Same, counted from the hit records.
+    pub fn hit_records(&self, audit: &Audit) -> Vec<(String, u64)> {
+        self.server_totals(&audit.hit_records)
+    }
+}
+
+async fn wait_until_ok(url: &str, process: &mut Process) {
+    let client = http_client();
+    let started = Instant::now();
+    loop {
+        process.assert_running();
+        if let Ok(response) = client.get(url).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{url} was not ready within 60 s; log:\n{}",
+            process.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    let response = http_client().get(url).send().await.expect("GET");
+    assert!(
+        response.status().is_success(),
+        "{url} answered {}",
+        response.status()
+    );
+    response.json().await.expect("JSON")
+}

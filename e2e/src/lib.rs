@@ -1,0 +1,65 @@
+//! Starts the real parts of awesome-counter for end-to-end tests, the way
+//! "Zero to Production" spawns the real app: the gateway binary on a real store
+//! (a redb file in a temp dir, or the Aerospike cluster named by `AEROSPIKE_HOSTS`)
+//! and the web component served by a real Wasm runtime (`wasmtime serve`), each a
+//! child process on its own loopback port.
+//!
+//! The binaries are found next to the test executable (`target/<profile>/`) and the
+//! component under `target/wasm32-wasip2/release/`; `scripts/test` builds them all.
+//! `GATEWAY_BIN`, `COMPONENT_WASM` and `WASMTIME` override the paths.
+
+mod artifacts;
+mod backend;
+mod counter;
+mod process;
+
+pub use artifacts::Artifacts;
+pub use backend::Backend;
+pub use counter::{Counter, Gateway, Web, free_port};
+pub use process::Process;
+
+/// One HTTP client for a test: no connection reuse surprises, bounded waits.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .no_proxy()
+        .build()
+        .expect("building the HTTP client")
+}
+
+/// Runs each listed `async fn(Backend)` twice: on the embedded store, and on the
+/// Aerospike cluster named by `AEROSPIKE_HOSTS`. Without that variable the
+/// Aerospike runs show as ignored, with the reason, in the test output.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::Backend::Embedded).await
+                }
+            )*
+        }
+        mod aerospike {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(
+                    not(aerospike),
+                    ignore = "AEROSPIKE_HOSTS is not set, so there is no Aerospike cluster to run against"
+                )]
+                async fn $test() {
+                    super::$test($crate::Backend::Aerospike).await
+                }
+            )*
+        }
+    };
+}
+
+/// The N of `Hello World! I have been seen by N.`, or a panic that shows the page.
+pub fn seen_by(body: &str) -> u64 {
+    body.strip_prefix("Hello World! I have been seen by ")
+        .and_then(|rest| rest.strip_suffix('.'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a counter page: {body:?}"))
+}

@@ -1,0 +1,307 @@
+//! The whole hit path: HTTP client → web component in wasmtime → gateway → store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use e2e::{Backend, Counter, http_client, on_every_backend, seen_by};
+use tokio::io::AsyncWriteExt;
+
+on_every_backend!(
+    concurrent_hits_get_distinct_counts,
+    restart_keeps_counts,
+    gateway_down_slow_or_failing_answers_503_and_counting_resumes,
+    stats_views_record_nothing,
+    unknown_paths_and_other_methods_are_not_counted,
+);
+
+async fn hit(client: &reqwest::Client, url: &str) -> u64 {
+    let response = client.get(format!("{url}/")).send().await.expect("GET /");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    seen_by(&response.text().await.expect("body"))
+}
+
+async fn concurrent_hits_get_distinct_counts(backend: Backend) {
+    const HITS: u64 = 1000;
+    const CLIENTS: usize = 16;
+    let counter = Counter::start(backend, 2).await;
+    let base = counter.baseline.total_hits;
+    let left = Arc::new(AtomicU64::new(HITS));
+    let urls: Arc<Vec<String>> = Arc::new(counter.webs.iter().map(|w| w.url.clone()).collect());
+
+    let clients = (0..CLIENTS).map(|client_no| {
+        let (left, urls) = (left.clone(), urls.clone());
+        tokio::spawn(async move {
+            let client = http_client();
+            let mut seen = Vec::new();
+            while left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let url = &urls[(client_no + seen.len()) % urls.len()];
+                seen.push(hit(&client, url).await);
+            }
+            seen
+        })
+    });
+    let mut counts: Vec<u64> = futures::future::join_all(clients)
+        .await
+        .into_iter()
+        .flat_map(|seen| seen.expect("client task"))
+        .collect();
+    counts.sort_unstable();
+    let expected: Vec<u64> = (base + 1..=base + HITS).collect();
+    assert!(
+        counts == expected,
+        "answered counts are not exactly {}..={}",
+        base + 1,
+        base + HITS
+    );
+
+    let summary = counter.gateway.summary().await;
+    assert_eq!(summary.total_hits, base + HITS);
+    let per_server = counter.server_totals(&summary);
+    assert_eq!(
+        per_server.iter().map(|(_, n)| n).sum::<u64>(),
+        HITS,
+        "{per_server:?}"
+    );
+    assert!(
+        per_server.iter().all(|(_, n)| *n > 0),
+        "both replicas served: {per_server:?}"
+    );
+
+    let audit = counter.gateway.audit().await;
+    assert_eq!(
+        counter.hit_records(&audit),
+        per_server,
+        "one hit record per counted hit"
+    );
+    if backend == Backend::Embedded {
+        assert_eq!(audit.hit_records.total_hits, HITS);
+        assert!(audit.consistent, "{audit:?}");
+    }
+}
+
+async fn restart_keeps_counts(backend: Backend) {
+    let mut counter = Counter::start(backend, 1).await;
+    let base = counter.baseline.total_hits;
+    let client = http_client();
+    let web = counter.webs[0].url.clone();
+    for n in 1..=5 {
+        assert_eq!(hit(&client, &web).await, base + n);
+    }
+    let before = counter.gateway.summary().await;
+
+    counter.gateway.stop().await;
+    counter.gateway.restart().await;
+
+    let after = counter.gateway.summary().await;
+    assert_eq!(
+        counter.server_totals(&after),
+        counter.server_totals(&before)
+    );
+    assert_eq!(after.total_hits, base + 5);
+    assert_eq!(
+        hit(&client, &web).await,
+        base + 6,
+        "the next hit continues the count"
+    );
+}
+
+async fn gateway_down_slow_or_failing_answers_503_and_counting_resumes(backend: Backend) {
+    const TIMEOUT_MS: u64 = 1000;
+    let timeout = Duration::from_millis(TIMEOUT_MS);
+    let mut counter = Counter::start_with(
+        backend,
+        1,
+        &[],
+        &[("GATEWAY_TIMEOUT_MS", &TIMEOUT_MS.to_string())],
+    )
+    .await;
+    let base = counter.baseline.total_hits;
+    let client = http_client();
+    let web = counter.webs[0].url.clone();
+    assert_eq!(hit(&client, &web).await, base + 1);
+
+    let gateway_addr = counter.gateway.url.trim_start_matches("http://").to_owned();
+    counter.gateway.stop().await;
+
+    // Down: nothing listens.
+    let started = Instant::now();
+    assert_unavailable(&client, &web).await;
+    assert!(started.elapsed() < timeout + Duration::from_secs(5));
+
+    // Slow: something accepts the connection and never answers.
+    let stalled = tokio::net::TcpListener::bind(&gateway_addr).await.unwrap();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = stalled.accept().await {
+            held.push(socket);
+        }
+    });
+    let started = Instant::now();
+    assert_unavailable(&client, &web).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= timeout,
+        "answered after {waited:?}, before the gateway could have"
+    );
+    assert!(
+        waited < timeout + Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    holder.abort();
+    let _ = holder.await;
+
+    // Failing: something answers 500.
+    let failing = tokio::net::TcpListener::bind(&gateway_addr).await.unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = failing.accept().await {
+            let body = r#"{"error":"store_failed","message":"disk on fire"}"#;
+            let answer = format!(
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    assert_unavailable(&client, &web).await;
+    server.abort();
+    let _ = server.await;
+
+    counter.gateway.restart().await;
+    assert_eq!(
+        hit(&client, &web).await,
+        base + 2,
+        "counting resumes; no failed hit was counted"
+    );
+    counter.webs[0].assert_running();
+}
+
+async fn assert_unavailable(client: &reqwest::Client, web: &str) {
+    let response = client.get(format!("{web}/")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    let body = response.text().await.unwrap();
+    assert!(
+        body.starts_with("The counter is unavailable right now"),
+        "{body:?}"
+    );
+    assert!(!body.contains("Hello World"), "{body:?}");
+}
+
+async fn stats_views_record_nothing(backend: Backend) {
+    let counter = Counter::start(backend, 2).await;
+    let base = counter.baseline.total_hits;
+    let client = http_client();
+    for (web, hits) in counter.webs.iter().zip([3, 2]) {
+        for _ in 0..hits {
+            hit(&client, &web.url).await;
+        }
+    }
+    let web = &counter.webs[0].url;
+
+    let response = client.get(format!("{web}/api/stats")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let stats: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(stats["total_hits"], base + 5);
+    for (web, hits) in counter.webs.iter().zip([3, 2]) {
+        let row = stats["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["server"] == web.server_id.as_str())
+            .unwrap_or_else(|| panic!("{} missing from {stats}", web.server_id));
+        assert_eq!(row["total"], hits);
+    }
+    let latest = stats["latest_hits"].as_array().unwrap();
+    let ours = latest
+        .iter()
+        .filter(|h| {
+            counter
+                .webs
+                .iter()
+                .any(|w| h["server"] == w.server_id.as_str())
+        })
+        .count();
+    assert_eq!(ours, 5, "the five newest hits are ours: {latest:?}");
+    let times: Vec<u64> = latest.iter().map(|h| h["ts"].as_u64().unwrap()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+
+    let response = client.get(format!("{web}/stats")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    let page = response.text().await.unwrap();
+    assert!(page.contains(&format!(r#"<div class="total">{}</div>"#, base + 5)));
+    for web in &counter.webs {
+        assert!(
+            page.contains(&web.server_id),
+            "{} missing from the page",
+            web.server_id
+        );
+    }
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no external assets"
+    );
+
+    assert_eq!(
+        counter.gateway.summary().await.total_hits,
+        base + 5,
+        "viewing stats counts nothing"
+    );
+}
+
+async fn unknown_paths_and_other_methods_are_not_counted(backend: Backend) {
+    let counter = Counter::start(backend, 1).await;
+    let base = counter.baseline.total_hits;
+    let client = http_client();
+    let web = &counter.webs[0].url;
+    for path in [
+        "/favicon.ico",
+        "/robots.txt",
+        "/index.html",
+        "/stats/",
+        "/api",
+    ] {
+        let response = client.get(format!("{web}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    for (method, path) in [
+        (reqwest::Method::POST, "/"),
+        (reqwest::Method::PUT, "/"),
+        (reqwest::Method::DELETE, "/"),
+        (reqwest::Method::HEAD, "/"),
+        (reqwest::Method::POST, "/stats"),
+        (reqwest::Method::POST, "/api/stats"),
+    ] {
+        let response = client
+            .request(method.clone(), format!("{web}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], "GET", "{method} {path}");
+    }
+    assert_eq!(
+        hit(&client, web).await,
+        base + 1,
+        "none of the above was counted"
+    );
+}

@@ -1,0 +1,472 @@
+//! The gateway binary over HTTP, on its real store: idempotency, every bad input,
+//! and the API's edges.
+
+use counter_api::{Hit, HitId, Recorded};
+use e2e::{Backend, Counter, http_client, on_every_backend};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+on_every_backend!(
+    a_retried_hit_is_counted_once,
+    bad_input_is_refused_and_nothing_is_written,
+    latest_hits_limit_is_checked,
+    health_and_unknown_endpoints,
+);
+
+fn new_hit(server: &str) -> Value {
+    json!({
+        "id": uuid::Uuid::now_v7().to_string(),
+        "server": server,
+        "ts": 1_732_000_000_000_u64,
+    })
+}
+
+async fn post_hit(client: &reqwest::Client, gateway: &str, hit: &Value) -> (StatusCode, Value) {
+    let response = client
+        .post(format!("{gateway}/v1/hits"))
+        .json(hit)
+        .send()
+        .await
+        .expect("POST /v1/hits");
+    let status = response.status();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
+async fn a_retried_hit_is_counted_once(backend: Backend) {
+    let counter = Counter::start(backend, 0).await;
+    let base = counter.baseline.total_hits;
+    let client = http_client();
+    let gateway = &counter.gateway.url;
+    let server = format!("retry-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let hit = new_hit(&server);
+
+    let (status, first) = post_hit(&client, gateway, &hit).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let first: Recorded = serde_json::from_value(first).unwrap();
+    assert_eq!(
+        (first.total_hits, first.server_hits, first.duplicate),
+        (base + 1, 1, false)
+    );
+
+    // The same hit again, and spelled differently: the same id.
+    let mut shouted = hit.clone();
+    shouted["id"] = json!(hit["id"].as_str().unwrap().to_uppercase());
+    for retry in [&hit, &shouted] {
+        let (status, again) = post_hit(&client, gateway, retry).await;
+        assert_eq!(status, StatusCode::OK);
+        let again: Recorded = serde_json::from_value(again).unwrap();
+        assert!(again.duplicate);
+        assert_eq!((again.total_hits, again.server_hits), (base + 1, 1));
+    }
+
+    // Twenty concurrent posts of one new hit: counted exactly once.
+    let racing = new_hit(&server);
+    let answers =
+        futures::future::join_all((0..20).map(|_| post_hit(&client, gateway, &racing))).await;
+    let created = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    let duplicates = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!((created, duplicates), (1, 19), "{answers:?}");
+
+    let summary = counter.gateway.summary().await;
+    assert_eq!(summary.total_hits, base + 2);
+    let ours: Vec<u64> = summary
+        .servers
+        .iter()
+        .filter(|s| s.server.as_str() == server)
+        .map(|s| s.total)
+        .collect();
+    assert_eq!(ours, [2]);
+}
+
+struct BadInput {
+    what: &'static str,
+    content_type: Option<&'static str>,
+    body: reqwest::Body,
+    status: StatusCode,
+    error: &'static str,
+    says: &'static str,
+}
+
+fn bad(
+    what: &'static str,
+    body: impl Into<reqwest::Body>,
+    status: StatusCode,
+    error: &'static str,
+    says: &'static str,
+) -> BadInput {
+    BadInput {
+        what,
+        content_type: Some("application/json"),
+        body: body.into(),
+        status,
+        error,
+        says,
+    }
+}
+
+fn with(field: &str, value: Value) -> String {
+    let mut hit = new_hit("web-1");
+    hit[field] = value;
+    hit.to_string()
+}
+
+fn without(field: &str) -> String {
+    let mut hit = new_hit("web-1");
+    hit.as_object_mut().unwrap().remove(field);
+    hit.to_string()
+}
+
+async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
+    use StatusCode as S;
+    let counter = Counter::start(backend, 0).await;
+    let client = http_client();
+    let gateway = &counter.gateway.url;
+    let audit_before = counter.gateway.audit().await;
+    let latest_before = client
+        .get(format!("{gateway}/v1/hits/latest?limit=50"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    let huge_padding = format!(r#"{{"pad":"{}"}}"#, "x".repeat(5000));
+    let chunked = futures::stream::iter((0..100).map(|_| Ok::<_, std::io::Error>(vec![b' '; 100])))
+        .chain(futures::stream::once(async {
+            Ok(new_hit("web-1").to_string().into_bytes())
+        }));
+    let cases = vec![
+        bad(
+            "truncated JSON",
+            r#"{"id": "#,
+            S::BAD_REQUEST,
+            "malformed_json",
+            "not valid JSON",
+        ),
+        bad(
+            "not JSON",
+            "hello",
+            S::BAD_REQUEST,
+            "malformed_json",
+            "not valid JSON",
+        ),
+        bad(
+            "empty body",
+            "",
+            S::BAD_REQUEST,
+            "malformed_json",
+            "not valid JSON",
+        ),
+        bad(
+            "oversized body",
+            huge_padding,
+            S::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "at most 4096 bytes",
+        ),
+        bad(
+            "oversized chunked body",
+            reqwest::Body::wrap_stream(chunked),
+            S::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "at most 4096 bytes",
+        ),
+        BadInput {
+            content_type: Some("text/plain"),
+            ..bad(
+                "wrong content type",
+                new_hit("web-1").to_string(),
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Content-Type: application/json",
+            )
+        },
+        BadInput {
+            content_type: None,
+            ..bad(
+                "no content type",
+                new_hit("web-1").to_string(),
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Content-Type: application/json",
+            )
+        },
+        bad(
+            "an empty JSON array",
+            "[]",
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "a hit is {",
+        ),
+        bad(
+            "a hit as a JSON array",
+            r#"["0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","web-1",1732000000000]"#,
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "must be a JSON object",
+        ),
+        bad(
+            "a JSON string",
+            r#""hit""#,
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "invalid type",
+        ),
+        bad(
+            "missing id",
+            without("id"),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "missing field `id`",
+        ),
+        bad(
+            "missing server",
+            without("server"),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "missing field `server`",
+        ),
+        bad(
+            "missing ts",
+            without("ts"),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "missing field `ts`",
+        ),
+        bad(
+            "non-UUID id",
+            with("id", json!("hit-42")),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "is not a UUID",
+        ),
+        bad(
+            "numeric id",
+            with("id", json!(42)),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "invalid type",
+        ),
+        bad(
+            "nil UUID",
+            with("id", json!("00000000-0000-0000-0000-000000000000")),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "nil UUID",
+        ),
+        bad(
+            "empty server id",
+            with("server", json!("")),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "must not be empty",
+        ),
+        bad(
+            "over-long server id",
+            with("server", json!("w".repeat(129))),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "at most 128",
+        ),
+        bad(
+            "control character in server id",
+            with("server", json!("web\u{7}1")),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "control characters",
+        ),
+        bad(
+            "newline in server id",
+            with("server", json!("web\n1")),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "control characters",
+        ),
+        bad(
+            "padded server id",
+            with("server", json!(" web-1")),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "whitespace",
+        ),
+        bad(
+            "server id total_hits",
+            with("server", json!("total_hits")),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "reserved",
+        ),
+        bad(
+            "negative ts",
+            with("ts", json!(-1)),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "out of range",
+        ),
+        bad(
+            "ts in seconds",
+            with("ts", json!(1_732_000_000)),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "out of range",
+        ),
+        bad(
+            "ts in microseconds",
+            with("ts", json!(1_732_000_000_000_000_u64)),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "out of range",
+        ),
+        bad(
+            "ts past u64",
+            "{\"id\":\"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e\",\"server\":\"w\",\"ts\":100000000000000000000}",
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "out of range",
+        ),
+        bad(
+            "fractional ts",
+            with("ts", json!(1_732_000_000_000.5)),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "whole number of milliseconds",
+        ),
+        bad(
+            "ts as a string",
+            with("ts", json!("1732000000000")),
+            S::UNPROCESSABLE_ENTITY,
+            "invalid_hit",
+            "invalid type",
+        ),
+    ];
+    for case in cases {
+        let mut request = client.post(format!("{gateway}/v1/hits")).body(case.body);
+        if let Some(content_type) = case.content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.what));
+        assert_eq!(response.status(), case.status, "{}", case.what);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{}",
+            case.what
+        );
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"], case.error, "{}: {answer}", case.what);
+        let message = answer["message"].as_str().unwrap();
+        assert!(
+            message.contains(case.says),
+            "{}: {message:?} should say {:?}",
+            case.what,
+            case.says
+        );
+    }
+
+    let audit_after = counter.gateway.audit().await;
+    assert_eq!(audit_after, audit_before, "a refused hit writes nothing");
+    let latest_after = client
+        .get(format!("{gateway}/v1/hits/latest?limit=50"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(latest_after, latest_before);
+
+    // The gateway still records a good hit afterwards.
+    let (status, _) = post_hit(&client, gateway, &new_hit("web-1")).await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+async fn latest_hits_limit_is_checked(backend: Backend) {
+    let counter = Counter::start(backend, 0).await;
+    let client = http_client();
+    let gateway = &counter.gateway.url;
+    for limit in ["0", "1001", "-1", "ten", ""] {
+        let response = client
+            .get(format!("{gateway}/v1/hits/latest?limit={limit}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "limit={limit}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"], "invalid_limit");
+    }
+    let server = format!("latest-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut posted = Vec::new();
+    for n in 0..5_u64 {
+        let mut hit = new_hit(&server);
+        // Newer than anything else on a shared cluster.
+        hit["ts"] = json!(4_000_000_000_000_u64 + n);
+        post_hit(&client, gateway, &hit).await;
+        posted.push(hit);
+    }
+    let latest: Vec<Hit> = serde_json::from_value(
+        client
+            .get(format!("{gateway}/v1/hits/latest?limit=3"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["hits"]
+            .clone(),
+    )
+    .unwrap();
+    let ids: Vec<HitId> = latest.iter().map(|h| h.id).collect();
+    let expected: Vec<HitId> = posted
+        .iter()
+        .rev()
+        .take(3)
+        .map(|h| h["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ids, expected, "the three newest, newest first");
+}
+
+async fn health_and_unknown_endpoints(backend: Backend) {
+    let counter = Counter::start(backend, 0).await;
+    let client = http_client();
+    let gateway = &counter.gateway.url;
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            client
+                .get(format!("{gateway}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let response = client
+        .get(format!("{gateway}/v2/hits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "not_found"
+    );
+    let response = client
+        .get(format!("{gateway}/v1/hits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "POST");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "method_not_allowed"
+    );
+}

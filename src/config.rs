@@ -1,0 +1,176 @@
+//! Runtime configuration of the component, from its environment.
+//!
+//! Environment variables rather than Spin variables: a component that imports
+//! `spin:variables` cannot be instantiated by `wasmtime serve`, while `spin up --env`,
+//! `wasmtime serve --env` and a container's environment all reach `std::env`. So the
+//! same `.wasm` runs unchanged under both runtimes.
+
+use std::time::Duration;
+
+use counter_api::{InvalidField, ServerId};
+
+/// Where the gateway listens when `GATEWAY_URL` is not set: the gateway's own default.
+pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:8081";
+/// Long enough for a group commit under load, short enough that a person still waits.
+pub const DEFAULT_GATEWAY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway: GatewayUrl,
+    /// This replica's name in the per-server totals.
+    pub server_id: ServerId,
+    /// The whole gateway call, connect to last byte, must fit in this.
+    pub gateway_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("GATEWAY_URL={0:?} is not an http:// or https:// URL with a host")]
+    GatewayUrl(String),
+    #[error("{var}={value:?} is not a valid server id: {reason}")]
+    ServerId {
+        var: &'static str,
+        value: String,
+        reason: InvalidField,
+    },
+    #[error("GATEWAY_TIMEOUT_MS={0:?} is not a whole number of milliseconds between 1 and 600000")]
+    Timeout(String),
+}
+
+impl Config {
+    /// `GATEWAY_URL`, `SERVER_ID` (else `HOSTNAME`, which Docker sets to the
+    /// container's name, else `localhost`) and `GATEWAY_TIMEOUT_MS`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let gateway = match var("GATEWAY_URL") {
+            Some(url) => GatewayUrl::parse(&url).ok_or(ConfigError::GatewayUrl(url))?,
+            None => GatewayUrl::parse(DEFAULT_GATEWAY_URL).expect("the default URL parses"),
+        };
+        let (server_var, server_value) = match (var("SERVER_ID"), var("HOSTNAME")) {
+            (Some(id), _) => ("SERVER_ID", id),
+            (None, Some(host)) => ("HOSTNAME", host),
+            (None, None) => ("SERVER_ID", "localhost".to_owned()),
+        };
+        let server_id = server_value
+            .parse()
+            .map_err(|reason| ConfigError::ServerId {
+                var: server_var,
+                value: server_value.clone(),
+                reason,
+            })?;
+        let gateway_timeout = match var("GATEWAY_TIMEOUT_MS") {
+            Some(ms) => ms
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| (1..=600_000).contains(ms))
+                .map(Duration::from_millis)
+                .ok_or(ConfigError::Timeout(ms))?,
+            None => DEFAULT_GATEWAY_TIMEOUT,
+        };
+        Ok(Self {
+            gateway,
+            server_id,
+            gateway_timeout,
+        })
+    }
+}
+
+/// The gateway's base URL, split the way a wasi:http request wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayUrl {
+    pub https: bool,
+    pub authority: String,
+    /// Empty, or a prefix such as `/gateway` with no trailing slash.
+    pub base_path: String,
+}
+
+impl GatewayUrl {
+    pub fn parse(url: &str) -> Option<Self> {
+        let (https, rest) = if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            (true, url.strip_prefix("https://")?)
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let authority_ok = !authority.is_empty()
+            && !authority.starts_with(':')
+            && authority
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-.:[]_".contains(c));
+        if !authority_ok || path.contains(['?', '#']) {
+            return None;
+        }
+        Some(Self {
+            https,
+            authority: authority.to_owned(),
+            base_path: path.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults() {
+        let config = config(&[]).unwrap();
+        assert_eq!(
+            config.gateway,
+            GatewayUrl::parse("http://127.0.0.1:8081").unwrap()
+        );
+        assert_eq!(config.server_id.as_str(), "localhost");
+        assert_eq!(config.gateway_timeout, DEFAULT_GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn server_id_prefers_server_id_then_hostname() {
+        let both = config(&[("SERVER_ID", "web-1"), ("HOSTNAME", "abc123")]).unwrap();
+        assert_eq!(both.server_id.as_str(), "web-1");
+        let host = config(&[("HOSTNAME", "abc123")]).unwrap();
+        assert_eq!(host.server_id.as_str(), "abc123");
+        let bad = config(&[("HOSTNAME", "total_hits")]).unwrap_err();
+        assert!(
+            bad.to_string().starts_with("HOSTNAME=\"total_hits\""),
+            "{bad}"
+        );
+    }
+
+    #[test]
+    fn gateway_urls() {
+        let url = GatewayUrl::parse("http://gateway:8081/base/").unwrap();
+        assert_eq!(url.authority, "gateway:8081");
+        assert_eq!(url.base_path, "/base");
+        assert!(!url.https);
+        assert!(GatewayUrl::parse("https://[::1]:8443").unwrap().https);
+        for bad in [
+            "gateway:8081",
+            "ftp://x",
+            "http://",
+            "http:///x",
+            "http://a b",
+            "http://x/?q",
+        ] {
+            assert!(GatewayUrl::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timeout_must_be_sane() {
+        assert!(config(&[("GATEWAY_TIMEOUT_MS", "0")]).is_err());
+        assert!(config(&[("GATEWAY_TIMEOUT_MS", "soon")]).is_err());
+        let ok = config(&[("GATEWAY_TIMEOUT_MS", "250")]).unwrap();
+        assert_eq!(ok.gateway_timeout, Duration::from_millis(250));
+    }
+}
