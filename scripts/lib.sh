@@ -6,6 +6,8 @@
 WASMTIME_VERSION=48.0.8
 # Only what `wasmtime serve` needs: about half the build time of the defaults.
 WASMTIME_FEATURES=run,serve,cranelift,parallel-compilation,pooling-allocator,cache,logging,component-model,component-model-async
+# How wasmtime serves the web tier; the same flags as e2e's WASMTIME_SERVE_FLAGS.
+WASMTIME_SERVE_FLAGS=(-Scli -Opooling-memory-keep-resident=262144 -Opooling-table-keep-resident=65536)
 TOOLS_DIR=${AWESOME_COUNTER_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/awesome-counter}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use counter_api::{ApiError, Audit, Hit, LatestHits, Summary, paths};
+use futures::StreamExt;
 use serde::Deserialize;
 
 use crate::recorder::Recorder;
@@ -21,6 +22,8 @@ use crate::store::{MAX_LATEST_HITS, Store, StoreError};
 
 /// A hit is about 120 bytes of JSON; anything near this is not a hit.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
+/// How much of an oversized body is read and discarded before answering 413.
+const DRAIN_BYTES: usize = 64 * 1024;
 
 pub struct AppState<S> {
     pub store: Arc<S>,
@@ -70,6 +73,47 @@ async fn record_hit<S: Store>(
     Ok((status, Json(recorded)).into_response())
 }
 
+/// Reads at most [`MAX_BODY_BYTES`]. A body over the limit is still read and thrown
+/// away up to [`DRAIN_BYTES`] more, so the client, still sending, gets the 413
+/// instead of a connection reset; past that the connection is dropped.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a hit must be at most {MAX_BODY_BYTES} bytes of JSON"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES + DRAIN_BYTES) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(256).min(MAX_BODY_BYTES));
+    let mut seen = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                format!("the body could not be read: {e}"),
+            )
+        })?;
+        seen += chunk.len();
+        if seen <= MAX_BODY_BYTES {
+            bytes.extend_from_slice(&chunk);
+        } else if seen > MAX_BODY_BYTES + DRAIN_BYTES {
+            break;
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
 /// Content type, size and every field are checked before anything is queued.
 async fn parse_hit(headers: &HeaderMap, body: Body) -> Result<Hit, Problem> {
     let content_type = headers
@@ -86,23 +130,7 @@ async fn parse_hit(headers: &HeaderMap, body: Body) -> Result<Hit, Problem> {
             ),
         ));
     }
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("a hit must be at most {MAX_BODY_BYTES} bytes of JSON"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    // Also bounds chunked bodies, which declare no length.
-    let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| too_large())?;
+    let bytes = read_body(headers, body).await?;
     let hit_shape = "a hit is {\"id\": \"<uuid>\", \"server\": \"<server id>\", \"ts\": <milliseconds since the epoch>}";
     let hit: Hit = serde_json::from_slice(&bytes).map_err(|e| {
         use serde_json::error::Category;

@@ -1,4 +1,4 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// Paths of the three things under test.
@@ -13,9 +13,14 @@ impl Artifacts {
     pub fn get() -> &'static Artifacts {
         static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
         ARTIFACTS.get_or_init(|| {
-            // target/<profile>/deps/<test binary>
-            let exe = std::env::current_exe().expect("the test binary's path");
-            let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+            // target/<profile>/deps/<test binary>, or target/<profile>/<binary>
+            let exe = std::env::current_exe().expect("the running binary's path");
+            let exe_dir = exe.parent().expect("the binary's directory");
+            let profile_dir = if exe_dir.ends_with("deps") {
+                exe_dir.parent().expect("target/<profile>")
+            } else {
+                exe_dir
+            };
             let target_dir = profile_dir.parent().expect("target/");
             let artifacts = Artifacts {
                 gateway_bin: from_env("GATEWAY_BIN")

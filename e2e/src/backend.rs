@@ -21,7 +21,7 @@ impl Backend {
 
     /// Tests on Aerospike share one `total_hits`, so they take turns: a test that
     /// checks "N concurrent hits answer exactly base+1..base+N" must be alone.
-    pub(crate) async fn exclusive(self) -> Option<OwnedMutexGuard<()>> {
+    pub async fn exclusive(self) -> Option<OwnedMutexGuard<()>> {
         static TURN: LazyLock<Arc<Mutex<()>>> = LazyLock::new(|| Arc::new(Mutex::new(())));
         match self {
             Backend::Embedded => None,

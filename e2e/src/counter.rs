@@ -7,6 +7,16 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::{Artifacts, Backend, Process, http_client};
 
+/// How the counter's web tier is served by wasmtime everywhere (scripts/start, the
+/// tests, the benchmark, the test images): a fresh instance per request, as under
+/// Spin, with the pooling allocator keeping a little memory resident between
+/// instances instead of unmapping it (see "Performance" in the README).
+pub const WASMTIME_SERVE_FLAGS: [&str; 3] = [
+    "-Scli",
+    "-Opooling-memory-keep-resident=262144",
+    "-Opooling-table-keep-resident=65536",
+];
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -38,6 +48,28 @@ impl Gateway {
         log_dir: &Path,
         env: &[(&str, &str)],
     ) -> Gateway {
+        let mut gateway = Self::start_alive(backend, data_dir, log_dir, env).await;
+        wait_until_ok(
+            &format!("{}{}", gateway.url, paths::READYZ),
+            gateway.process.as_mut().expect("started"),
+        )
+        .await;
+        gateway
+    }
+
+    /// Starts the gateway (again) on the same port and store, and waits until ready.
+    pub async fn restart(&mut self) {
+        self.spawn(paths::READYZ).await;
+    }
+
+    /// Like [`Gateway::start_with`], but waits only until the process answers, not
+    /// until its store is usable.
+    pub async fn start_alive(
+        backend: Backend,
+        data_dir: &Path,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let port = free_port();
         let mut gateway = Gateway {
             url: format!("http://127.0.0.1:{port}"),
@@ -51,12 +83,11 @@ impl Gateway {
                 .collect(),
             process: None,
         };
-        gateway.restart().await;
+        gateway.spawn(paths::HEALTHZ).await;
         gateway
     }
 
-    /// Starts the gateway (again) on the same port and store, and waits until ready.
-    pub async fn restart(&mut self) {
+    async fn spawn(&mut self, wait_for: &str) {
         assert!(self.process.is_none(), "the gateway is already running");
         let mut command = Command::new(&Artifacts::get().gateway_bin);
         command
@@ -71,7 +102,7 @@ impl Gateway {
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut process = Process::spawn("gateway", command, &self.log_dir);
-        wait_until_ok(&format!("{}{}", self.url, paths::READYZ), &mut process).await;
+        wait_until_ok(&format!("{}{wait_for}", self.url), &mut process).await;
         self.process = Some(process);
     }
 
@@ -128,19 +159,30 @@ impl Web {
         log_dir: &Path,
         env: &[(&str, &str)],
     ) -> Web {
-        let artifacts = Artifacts::get();
+        let component = &Artifacts::get().component;
+        Self::serve(component, gateway_url, server_id, log_dir, env).await
+    }
+
+    /// Serves any component the same way, e.g. the benchmark's static page.
+    pub async fn serve(
+        component: &Path,
+        gateway_url: &str,
+        server_id: &str,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Web {
         let port = crate::free_port();
-        let mut command = Command::new(&artifacts.wasmtime);
+        let mut command = Command::new(&Artifacts::get().wasmtime);
         command
             .arg("serve")
-            .arg("-Scli")
+            .args(WASMTIME_SERVE_FLAGS)
             .arg(format!("--addr=127.0.0.1:{port}"))
             .arg(format!("--env=GATEWAY_URL={gateway_url}"))
             .arg(format!("--env=SERVER_ID={server_id}"));
         for (key, value) in env {
             command.arg(format!("--env={key}={value}"));
         }
-        command.arg(&artifacts.component);
+        command.arg(component);
         let mut process = Process::spawn(&format!("web-{server_id}"), command, log_dir);
         let url = format!("http://127.0.0.1:{port}");
         wait_until_ok(&format!("{url}/healthz"), &mut process).await;
@@ -153,6 +195,10 @@ impl Web {
 
     pub async fn stop(self) {
         self.process.kill().await;
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.process.pid().as_raw()
     }
 
     pub fn assert_running(&mut self) {

@@ -12,11 +12,13 @@ mod artifacts;
 mod backend;
 mod counter;
 mod process;
+mod proxy;
 
 pub use artifacts::Artifacts;
 pub use backend::Backend;
-pub use counter::{Counter, Gateway, Web, free_port};
+pub use counter::{Counter, Gateway, WASMTIME_SERVE_FLAGS, Web, free_port};
 pub use process::Process;
+pub use proxy::TcpProxy;
 
 /// One HTTP client for a test: no connection reuse surprises, bounded waits.
 pub fn http_client() -> reqwest::Client {

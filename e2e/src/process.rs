@@ -6,7 +6,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-/// A child process whose output goes to a log file, killed when dropped.
+/// A child process, in a process group of its own, whose output goes to a log
+/// file. The group is killed when this is dropped, so nothing outlives a test, not
+/// even a grandchild (Flask's reloader runs the app in one).
 pub struct Process {
     name: String,
     child: Child,
@@ -25,7 +27,7 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file handle"))
             .stderr(file)
-            .kill_on_drop(true);
+            .process_group(0);
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name} ({command:?}): {e}"));
@@ -40,9 +42,15 @@ impl Process {
         Pid::from_raw(self.child.id().expect("the process is running") as i32)
     }
 
+    fn signal_group(&self, signal: Signal) {
+        if let Some(pid) = self.child.id() {
+            let _ = kill(Pid::from_raw(-(pid as i32)), signal);
+        }
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub async fn stop(mut self) {
-        let _ = kill(self.pid(), Signal::SIGTERM);
+        self.signal_group(Signal::SIGTERM);
         match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
             Ok(Ok(status)) => assert!(
                 status.success(),
@@ -56,7 +64,7 @@ impl Process {
 
     /// SIGKILL: no chance to flush or finish anything.
     pub async fn kill(mut self) {
-        let _ = kill(self.pid(), Signal::SIGKILL);
+        self.signal_group(Signal::SIGKILL);
         let _ = self.child.wait().await;
     }
 
@@ -73,5 +81,11 @@ impl Process {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.signal_group(Signal::SIGKILL);
     }
 }

@@ -404,10 +404,14 @@ async fn latest_hits_limit_is_checked(backend: Backend) {
     }
     let server = format!("latest-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut posted = Vec::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     for n in 0..5_u64 {
         let mut hit = new_hit(&server);
-        // Newer than anything else on a shared cluster.
-        hit["ts"] = json!(4_000_000_000_000_u64 + n);
+        // Newer than any hit already stored, even on a shared cluster.
+        hit["ts"] = json!(now + 1000 + n);
         post_hit(&client, gateway, &hit).await;
         posted.push(hit);
     }

@@ -543,25 +543,28 @@ fn jitter(backoff: Duration) -> Duration {
     backoff + backoff * (nanos % 100) / 100
 }
 
-/// Worth another try: the server said the write did not happen (KEY_BUSY, a
-/// partition in migration), or the client never got it out.
+/// Worth another try: the server answered without applying the write (KEY_BUSY, a
+/// device or partition not ready), or the request never left the client.
+///
+/// The client marks a write in doubt once it was sent, even when the server's
+/// answer, found in the error's cause chain, says it was not applied.
 fn retryable(error: &AsError) -> bool {
-    if error.in_doubt() {
-        return false;
-    }
-    error.matches(&[
+    if error.matches(&[
         ResultCode::KeyBusy,
         ResultCode::DeviceOverload,
         ResultCode::PartitionUnavailable,
-        ResultCode::Timeout,
-    ]) || matches!(
-        error.kind(),
-        ErrorKind::Connection
-            | ErrorKind::ConnectionPoolEmpty
-            | ErrorKind::NoMoreConnections
-            | ErrorKind::InvalidNode
-            | ErrorKind::Timeout
-    )
+    ]) {
+        return true;
+    }
+    !error.in_doubt()
+        && matches!(
+            error.kind(),
+            ErrorKind::Connection
+                | ErrorKind::ConnectionPoolEmpty
+                | ErrorKind::NoMoreConnections
+                | ErrorKind::InvalidNode
+                | ErrorKind::Timeout
+        )
 }
 
 fn unavailable_or_failed(error: &AsError) -> StoreError {

@@ -1,0 +1,335 @@
+//! `counter-bench`: drives the whole hit path (HTTP client → web component in
+//! wasmtime → gateway → store) at several concurrency levels, side by side with
+//! - the gateway alone (its hit endpoint hit directly): what the component and
+//!   runtime cost;
+//! - the same runtime answering a static page: the web tier's ceiling;
+//! - with `AEROSPIKE_HOSTS` set, the tutorial's Flask app on the same Aerospike
+//!   server, under Flask's own server and under gunicorn: the baseline.
+//!
+//! Prints a table, checks that the stored totals equal the hits acknowledged and
+//! that every acknowledged hit got its own N, and writes the figures as JSON.
+//! `scripts/bench` builds everything and runs this.
+
+mod load;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use clap::Parser;
+use e2e::{Artifacts, Backend, Gateway, Process, Web, free_port};
+
+use crate::load::{Ask, Target};
+use crate::report::{Row, Table};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmarks the awesome-counter hit path")]
+struct Args {
+    /// Seconds of load per target and concurrency level.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent clients, one keep-alive connection each.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    concurrency: Vec<usize>,
+    /// Where the figures go as JSON.
+    #[arg(long, default_value = "target/bench/results.json")]
+    json: PathBuf,
+    /// The static-page component, the runtime's ceiling.
+    #[arg(long, default_value = "target/wasm32-wasip2/release/static_page.wasm")]
+    static_component: PathBuf,
+    /// A Python with flask, gunicorn and aerospike, to run the tutorial's app.
+    #[arg(long, env = "TUTORIAL_PYTHON")]
+    python: Option<PathBuf>,
+    /// Where the tutorial's app.py is.
+    #[arg(long, default_value = "bench/tutorial")]
+    tutorial_dir: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let duration = Duration::from_secs(args.duration);
+    let dir = tempfile::tempdir()?;
+    let artifacts = Artifacts::get();
+    eprintln!(
+        "gateway {}\ncomponent {}\nruntime {}",
+        artifacts.gateway_bin.display(),
+        artifacts.component.display(),
+        artifacts.wasmtime.display()
+    );
+    let mut table = Table::new(duration);
+
+    // The embedded store, fresh.
+    let gateway = Gateway::start(Backend::Embedded, &dir.path().join("embedded"), dir.path()).await;
+    let web = Web::start(&gateway.url, "bench-web", dir.path(), &[]).await;
+    let ceiling = Web::serve(
+        &args.static_component,
+        &gateway.url,
+        "bench-static",
+        dir.path(),
+        &[],
+    )
+    .await;
+    let targets = [
+        (
+            target("full path, embedded", &web.url, Ask::CounterPage),
+            Some(gateway.pid()),
+        ),
+        (
+            target(
+                "gateway alone, embedded",
+                &gateway.url,
+                Ask::GatewayHit {
+                    server: "bench-direct".into(),
+                },
+            ),
+            Some(gateway.pid()),
+        ),
+        (
+            target("static page (ceiling)", &ceiling.url, Ask::AnyPage),
+            None,
+        ),
+    ];
+    let acknowledged = run_all(&mut table, &targets, &args.concurrency, duration, 0).await;
+    check_totals(&gateway, 0, acknowledged, &table).await?;
+
+    if let Some(hosts) = Backend::aerospike_hosts() {
+        let gateway =
+            Gateway::start(Backend::Aerospike, &dir.path().join("unused"), dir.path()).await;
+        let web = Web::start(&gateway.url, "bench-web-aerospike", dir.path(), &[]).await;
+        let base = gateway.summary().await.total_hits;
+        let targets = [
+            (
+                target("full path, Aerospike", &web.url, Ask::CounterPage),
+                Some(gateway.pid()),
+            ),
+            (
+                target(
+                    "gateway alone, Aerospike",
+                    &gateway.url,
+                    Ask::GatewayHit {
+                        server: "bench-direct-aerospike".into(),
+                    },
+                ),
+                Some(gateway.pid()),
+            ),
+        ];
+        let acknowledged = run_all(&mut table, &targets, &args.concurrency, duration, base).await;
+        check_totals(&gateway, base, acknowledged, &table).await?;
+
+        match &args.python {
+            Some(python) => {
+                let host = hosts
+                    .split(',')
+                    .next()
+                    .unwrap_or_default()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                for server in [TutorialServer::Flask, TutorialServer::Gunicorn] {
+                    let (process, authority) = server
+                        .start(python, &args.tutorial_dir, &host, dir.path())
+                        .await?;
+                    let base = gateway.summary().await.total_hits;
+                    let tutorial = target(
+                        server.name(),
+                        &format!("http://{authority}"),
+                        Ask::CounterPage,
+                    );
+                    let acknowledged = run_all(
+                        &mut table,
+                        &[(tutorial, None)],
+                        &args.concurrency,
+                        duration,
+                        base,
+                    )
+                    .await;
+                    let counted = gateway.summary().await.total_hits - base;
+                    table.note(format!(
+                        "{}: {acknowledged} hits acknowledged, total_hits grew by {counted}",
+                        server.name()
+                    ));
+                    process.stop().await;
+                }
+            }
+            None => table.note(
+                "the tutorial's app was not run: no --python (scripts/bench provides one)".into(),
+            ),
+        }
+    } else {
+        table.note("AEROSPIKE_HOSTS is not set: no Aerospike runs, and no tutorial baseline (it needs Aerospike)".into());
+    }
+
+    table.print();
+    if let Some(parent) = args.json.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&table.to_json())?)
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    eprintln!("figures written to {}", args.json.display());
+    Ok(())
+}
+
+fn target(name: &str, url: &str, ask: Ask) -> Target {
+    Target {
+        name: name.to_owned(),
+        authority: url.trim_start_matches("http://").to_owned(),
+        ask,
+    }
+}
+
+/// Runs every target at every level; answers how many hits were acknowledged, after
+/// checking that each got a distinct N above `base`.
+async fn run_all(
+    table: &mut Table,
+    targets: &[(Target, Option<i32>)],
+    levels: &[usize],
+    duration: Duration,
+    base: u64,
+) -> u64 {
+    let mut acknowledged = 0;
+    let mut counts = Vec::new();
+    for (target, watched_pid) in targets {
+        for &clients in levels {
+            if let Some(pid) = watched_pid {
+                reset_peak_rss(*pid);
+            }
+            let outcome = load::run(target, clients, duration).await;
+            let peak_rss = watched_pid.and_then(peak_rss_bytes);
+            if matches!(target.ask, Ask::CounterPage | Ask::GatewayHit { .. }) {
+                acknowledged += outcome.ok;
+            }
+            counts.extend_from_slice(&outcome.counts);
+            eprintln!(
+                "{:<28} {clients:>4} clients: {:>9.0} hits/s, {} errors",
+                target.name,
+                outcome.ok as f64 / outcome.elapsed.as_secs_f64(),
+                outcome.errors
+            );
+            table.push(Row::new(target, clients, &outcome, peak_rss));
+        }
+    }
+    counts.sort_unstable();
+    let distinct = counts.windows(2).all(|w| w[0] != w[1]);
+    let in_range = counts.first().is_none_or(|&n| n > base);
+    table.note(format!(
+        "{}: {} counts answered, all distinct and above the starting total: {}",
+        targets
+            .iter()
+            .map(|(t, _)| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" + "),
+        counts.len(),
+        distinct && in_range
+    ));
+    acknowledged
+}
+
+async fn check_totals(
+    gateway: &Gateway,
+    base: u64,
+    acknowledged: u64,
+    table: &Table,
+) -> anyhow::Result<()> {
+    let summary = gateway.summary().await;
+    let counted = summary.total_hits - base;
+    let per_server: u64 = summary
+        .servers
+        .iter()
+        .filter(|s| s.server.as_str().starts_with("bench-"))
+        .map(|s| s.total)
+        .sum();
+    eprintln!(
+        "stored total {counted} (per-server {per_server}) for {acknowledged} acknowledged hits"
+    );
+    ensure!(
+        counted == acknowledged,
+        "the store counted {counted} hits but {acknowledged} were acknowledged\n{}",
+        table.render()
+    );
+    Ok(())
+}
+
+/// Zeroes the kernel's high-water mark of the process's resident set.
+fn reset_peak_rss(pid: i32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+fn peak_rss_bytes(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[derive(Clone, Copy)]
+enum TutorialServer {
+    /// `python app.py`: Flask's own server with `debug=True`, as printed.
+    Flask,
+    /// gunicorn, one worker per core: what a Python user would deploy.
+    Gunicorn,
+}
+
+impl TutorialServer {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Flask => "tutorial app, Flask debug",
+            Self::Gunicorn => "tutorial app, gunicorn",
+        }
+    }
+
+    async fn start(
+        self,
+        python: &std::path::Path,
+        app_dir: &std::path::Path,
+        aerospike_host: &str,
+        log_dir: &std::path::Path,
+    ) -> anyhow::Result<(Process, String)> {
+        let mut command = tokio::process::Command::new(python);
+        command
+            .current_dir(app_dir)
+            .env("AEROSPIKE_HOST", aerospike_host);
+        let authority = match self {
+            // As printed: app.run(host="0.0.0.0", debug=True) on Flask's port 5000.
+            Self::Flask => {
+                command.arg("app.py");
+                "127.0.0.1:5000".to_owned()
+            }
+            Self::Gunicorn => {
+                let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let authority = format!("127.0.0.1:{}", free_port());
+                command.args([
+                    "-m",
+                    "gunicorn",
+                    "--workers",
+                    &workers.to_string(),
+                    "--bind",
+                    &authority,
+                    "app:app",
+                ]);
+                authority
+            }
+        };
+        let process = Process::spawn(
+            &format!("tutorial-{}", self.name().replace([' ', ','], "-")),
+            command,
+            log_dir,
+        );
+        // Wait for the port only: a GET / would count a hit.
+        for _ in 0..300 {
+            if tokio::net::TcpStream::connect(&authority).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Ok((process, authority));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!(
+            "{} did not listen on {authority} within 30 s:\n{}",
+            self.name(),
+            process.log_text()
+        )
+    }
+}
