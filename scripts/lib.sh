@@ -66,3 +66,25 @@ wait_for() {
         sleep 0.1
     done
 }
+
+# A Python with the tutorial app's packages (flask, gunicorn, aerospike), for the
+# benchmark's baseline and the Aerospike layout test. Sets PYTHON.
+ensure_python() {
+    local venv="$TOOLS_DIR/python" requirements=bench/tutorial/requirements.txt
+    if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
+        say "Installing $(tr '\n' ' ' < "$requirements")into $venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet -r "$requirements"
+        cp "$requirements" "$venv/requirements.txt"
+    fi
+    PYTHON="$venv/bin/python"
+}
+
+# Debian's HAProxy, for the load balancer image of the container tests.
+ensure_haproxy() {
+    if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
+        say "Installing Debian's haproxy for the container tests"
+        $(command -v sudo || true) apt-get install -y --no-install-recommends haproxy >/dev/null \
+            || { $(command -v sudo || true) apt-get update >/dev/null && $(command -v sudo || true) apt-get install -y --no-install-recommends haproxy >/dev/null; }
+    fi
+}

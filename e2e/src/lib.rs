@@ -11,6 +11,7 @@
 mod artifacts;
 mod backend;
 mod counter;
+pub mod docker;
 mod process;
 mod proxy;
 

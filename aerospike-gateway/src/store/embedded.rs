@@ -26,6 +26,10 @@ const HITS_BY_TIME: TableDefinition<(u64, u128), &str> = TableDefinition::new("h
 /// `summary`: `total_hits` and one counter per server, as in `test.summary`.
 const SUMMARY: TableDefinition<&str, u64> = TableDefinition::new("summary");
 
+/// New hits append at the end of both hit tables (their keys are time-ordered), so
+/// a small page cache holds the hot pages; redb's default would grow to 1 GiB.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// The file name inside the data directory.
 pub const FILE_NAME: &str = "counter.redb";
 
@@ -39,12 +43,15 @@ impl EmbeddedStore {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
         let path = data_dir.join(FILE_NAME);
-        let db = Database::create(&path).with_context(|| {
-            format!(
-                "opening the embedded store {} (is another gateway using this data directory?)",
-                path.display()
-            )
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .with_context(|| {
+                format!(
+                    "opening the embedded store {} (is another gateway using this data directory?)",
+                    path.display()
+                )
+            })?;
         let txn = db.begin_write()?;
         txn.open_table(HITS)?;
         txn.open_table(HITS_BY_TIME)?;

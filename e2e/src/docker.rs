@@ -1,0 +1,211 @@
+//! Docker for the container tests: images built from the binaries of this build
+//! (nothing can be pulled here), the Compose and Swarm CLIs, and cleanup that runs
+//! even when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::{Artifacts, WASMTIME_SERVE_FLAGS};
+
+/// Runs a command; answers its stdout, or an error that quotes its stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
+    run_with(Command::new(program).args(args))
+}
+
+pub fn run_with(command: &mut Command) -> Result<String, String> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{command:?}: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{command:?} failed with {}: {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        ))
+    }
+}
+
+pub fn docker(args: &[&str]) -> Result<String, String> {
+    run("docker", args)
+}
+
+/// `docker compose` (v2) where it exists, else `docker-compose` (v1): the files
+/// must work with both.
+pub fn compose_command() -> Command {
+    static V2: OnceLock<bool> = OnceLock::new();
+    let v2 = *V2.get_or_init(|| docker(&["compose", "version"]).is_ok());
+    if v2 {
+        let mut command = Command::new("docker");
+        command.arg("compose");
+        command
+    } else {
+        Command::new("docker-compose")
+    }
+}
+
+/// Docker commands run when this is dropped, last added first.
+#[derive(Default)]
+pub struct Cleanup(Vec<Command>);
+
+impl Cleanup {
+    pub fn push(&mut self, command: Command) {
+        self.0.push(command);
+    }
+
+    pub fn docker(&mut self, args: &[&str]) {
+        let mut command = Command::new("docker");
+        command.args(args);
+        self.push(command);
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for mut command in self.0.drain(..).rev() {
+            if let Err(error) = run_with(&mut command) {
+                eprintln!("cleanup: {error}");
+            }
+        }
+    }
+}
+
+/// The three images of the counter, built `FROM scratch` from this build's
+/// binaries and their shared libraries: the web component on wasmtime, the
+/// gateway, and Debian's HAProxy with the load balancer's config.
+pub struct TestImages {
+    pub web: String,
+    pub gateway: String,
+    pub lb: String,
+}
+
+impl TestImages {
+    pub fn build(prefix: &str, tag: &str) -> Result<TestImages, String> {
+        let artifacts = Artifacts::get();
+        let haproxy = which("haproxy").ok_or(
+            "HAProxy is not installed: scripts/test installs Debian's haproxy for the load balancer image",
+        )?;
+        let wasmtime =
+            which(artifacts.wasmtime.to_str().unwrap_or("wasmtime")).ok_or("wasmtime not found")?;
+        let images = TestImages {
+            web: format!("{prefix}/web:{tag}"),
+            gateway: format!("{prefix}/gateway:{tag}"),
+            lb: format!("{prefix}/haproxy:{tag}"),
+        };
+        let mut serve: Vec<String> = vec!["/usr/local/bin/wasmtime".into(), "serve".into()];
+        serve.extend(WASMTIME_SERVE_FLAGS.iter().map(|f| f.to_string()));
+        // The component reads GATEWAY_URL and HOSTNAME (Docker sets it to the
+        // container's name); `--env NAME` passes the container's value through.
+        serve.extend(
+            [
+                "--addr=0.0.0.0:5000",
+                "--env=GATEWAY_URL",
+                "--env=HOSTNAME",
+                "/app/awesome_counter.wasm",
+            ]
+            .map(String::from),
+        );
+        scratch_image(
+            &images.web,
+            &[
+                (&wasmtime, "/usr/local/bin/wasmtime"),
+                (&artifacts.component, "/app/awesome_counter.wasm"),
+            ],
+            &format!(
+                "ENV GATEWAY_URL=http://gateway:8081\nEXPOSE 5000\nENTRYPOINT {}",
+                json_list(&serve)
+            ),
+        )?;
+        scratch_image(
+            &images.gateway,
+            &[(&artifacts.gateway_bin, "/usr/local/bin/aerospike-gateway")],
+            "ENV GATEWAY_LISTEN=0.0.0.0:8081 DATA_DIR=/data\nEXPOSE 8081\nENTRYPOINT [\"/usr/local/bin/aerospike-gateway\"]",
+        )?;
+        let config = repo_root().join("deploy/haproxy/haproxy.cfg");
+        scratch_image(
+            &images.lb,
+            &[
+                (&haproxy, "/usr/local/sbin/haproxy"),
+                (&config, "/usr/local/etc/haproxy/haproxy.cfg"),
+            ],
+            // As in the official image: `haproxy` on PATH, the config at this path.
+            "ENV PATH=/usr/local/sbin\nEXPOSE 80\nCMD [\"haproxy\", \"-f\", \"/usr/local/etc/haproxy/haproxy.cfg\"]",
+        )?;
+        Ok(images)
+    }
+}
+
+impl Drop for TestImages {
+    fn drop(&mut self) {
+        for image in [&self.web, &self.gateway, &self.lb] {
+            if let Err(error) = docker(&["image", "rm", "--force", image]) {
+                eprintln!("cleanup: {error}");
+            }
+        }
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the repository root")
+        .to_owned()
+}
+
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).expect("strings serialise")
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program)).filter(|p| p.exists());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(program))
+        .find(|p| p.exists())
+}
+
+/// Builds `tag` from `files` (host path, path in the image) plus the shared
+/// libraries the executables among them load, and the Dockerfile lines in `tail`.
+fn scratch_image(tag: &str, files: &[(&Path, &str)], tail: &str) -> Result<(), String> {
+    let context = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let rootfs = context.path().join("rootfs");
+    let copy = |from: &Path, to: &str| -> Result<(), String> {
+        let target = rootfs.join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(target.parent().expect("a file path"))
+            .map_err(|e| e.to_string())?;
+        std::fs::copy(from, &target).map_err(|e| format!("copying {}: {e}", from.display()))?;
+        Ok(())
+    };
+    for (from, to) in files {
+        copy(from, to)?;
+        for library in shared_libraries(from) {
+            copy(&library, library.to_str().expect("a UTF-8 library path"))?;
+        }
+    }
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM scratch\nCOPY rootfs/ /\n{tail}\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    let context_dir = context.path().to_str().expect("a UTF-8 temp path");
+    docker(&["build", "--quiet", "--tag", tag, context_dir]).map(|_| ())
+}
+
+/// What `ldd` lists for an executable; nothing for a file that is not one.
+fn shared_libraries(path: &Path) -> Vec<PathBuf> {
+    let Ok(listing) = run("ldd", &[path.to_str().unwrap_or_default()]) else {
+        return Vec::new();
+    };
+    listing
+        .split_whitespace()
+        .filter(|word| word.starts_with('/'))
+        .map(PathBuf::from)
+        .collect()
+}
