@@ -1,5 +1,7 @@
 //! Marks what the machine that builds the tests can run them against:
 //! - `cfg(aerospike)`: `AEROSPIKE_HOSTS` names a cluster;
+//! - `cfg(aerospike_single)`: it names one node, so a proxy in front of it carries
+//!   all of the gateway's traffic (with several, the client reaches them directly);
 //! - `cfg(docker)`: a Docker engine answers `docker info`.
 //!
 //! Tests that need one of these show as ignored, with the reason, when it is
@@ -9,11 +11,21 @@ use std::process::{Command, Stdio};
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(aerospike)");
+    println!("cargo::rustc-check-cfg=cfg(aerospike_single)");
     println!("cargo::rustc-check-cfg=cfg(docker)");
     println!("cargo::rerun-if-env-changed=AEROSPIKE_HOSTS");
     println!("cargo::rerun-if-env-changed=DOCKER_HOST");
-    if std::env::var("AEROSPIKE_HOSTS").is_ok_and(|hosts| !hosts.trim().is_empty()) {
+    let hosts = std::env::var("AEROSPIKE_HOSTS").unwrap_or_default();
+    let hosts: Vec<&str> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    if !hosts.is_empty() {
         println!("cargo::rustc-cfg=aerospike");
+    }
+    if hosts.len() == 1 {
+        println!("cargo::rustc-cfg=aerospike_single");
     }
     let docker = Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])

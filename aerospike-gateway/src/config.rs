@@ -20,8 +20,15 @@ pub enum Command {
     /// Exit 0 if a gateway answers 200 on its health URL: a container health check
     /// for images that ship no curl.
     CheckHealth {
-        #[arg(long, default_value = "http://127.0.0.1:8081/healthz")]
-        url: String,
+        /// Default: /healthz on 127.0.0.1 at the port of GATEWAY_LISTEN.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Compare the `summary` counters with the hit records they count and, with
+    /// --apply, correct the counters. Run it while no hits flow.
+    Reconcile {
+        #[arg(long)]
+        apply: bool,
     },
 }
 

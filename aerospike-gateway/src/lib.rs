@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod config;
+pub mod reconcile;
 pub mod recorder;
 pub mod store;
 
@@ -52,6 +53,58 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             run(listener, store, &config).await
         }
     }
+}
+
+/// Compares the `summary` counters with the hit records and, with `apply`, adds
+/// the differences to the counters. See [`reconcile`].
+pub async fn reconcile(config: Config, apply: bool) -> anyhow::Result<()> {
+    match config.store() {
+        StoreChoice::Embedded { data_dir } => {
+            reconcile_store(EmbeddedStore::open(&data_dir)?, apply).await
+        }
+        StoreChoice::Aerospike { seeds, namespace } => {
+            let store = AerospikeStore::connect(&seeds, &namespace, config.store_timeout())?;
+            reconcile_store(store, apply).await
+        }
+    }
+}
+
+async fn reconcile_store<S: Store>(store: S, apply: bool) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    while let Err(error) = store.check_ready().await {
+        anyhow::ensure!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "{error}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let differences = reconcile::differences(&store).await?;
+    if differences.is_empty() {
+        println!("The summary counters match the hit records.");
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:>12} {:>12} {:>8}",
+        "counter", "summary", "hit records", "change"
+    );
+    for d in &differences {
+        println!(
+            "{:<40} {:>12} {:>12} {:>+8}",
+            d.key,
+            d.counter,
+            d.hit_records,
+            d.delta()
+        );
+    }
+    if apply {
+        reconcile::apply(&store, &differences).await?;
+        println!("Applied: each counter now equals its hit records.");
+    } else {
+        println!(
+            "Nothing changed. With --apply, and no hits flowing, each change is added to its counter."
+        );
+    }
+    Ok(())
 }
 
 async fn run<S: Store>(listener: TcpListener, store: S, config: &Config) -> anyhow::Result<()> {

@@ -222,20 +222,20 @@ impl AerospikeStore {
             .collect())
     }
 
-    /// Steps 2 and 3: `operate(add n, get)` on a counter; `n = 0` only reads it.
-    /// KEY_BUSY and other failures that surely did not apply are retried with
-    /// backoff until the deadline.
+    /// Steps 2 and 3: `operate(add delta, get)` on a counter; `delta = 0` only
+    /// reads it. KEY_BUSY and other failures that surely did not apply are retried
+    /// with backoff until the deadline.
     async fn add_to_counter(
         &self,
         client: &Client,
         key: &str,
-        n: u64,
+        delta: i64,
         deadline: Instant,
-    ) -> Result<u64, StoreError> {
-        let key = self.key(SUMMARY_SET, key)?;
+    ) -> Result<u64, CounterFailure> {
+        let key = self.key(SUMMARY_SET, key).map_err(CounterFailure::surely)?;
         let mut backoff = Duration::from_micros(500);
         loop {
-            let result = if n == 0 {
+            let result = if delta == 0 {
                 let mut policy = ReadPolicy::default();
                 policy.base_policy.total_timeout = millis_until(deadline);
                 client
@@ -250,7 +250,7 @@ impl AerospikeStore {
                         }
                     })
             } else {
-                let add = Bin::new(TOTAL_BIN, Value::from(n as i64));
+                let add = Bin::new(TOTAL_BIN, Value::from(delta));
                 let ops = [operations::add(&add), operations::get_bin(TOTAL_BIN)];
                 client
                     .operate(&self.write_policy(deadline), &key, &ops)
@@ -260,16 +260,21 @@ impl AerospikeStore {
             match result {
                 Ok(Some(total)) => return Ok(total),
                 Ok(None) => {
-                    return Err(StoreError::Failed(format!(
+                    return Err(CounterFailure::surely(StoreError::Failed(format!(
                         "summary record {key} has no integer bin {TOTAL_BIN:?}"
-                    )));
+                    ))));
                 }
                 Err(error) if retryable(&error) && Instant::now() + backoff < deadline => {
                     tracing::debug!(%error, ?backoff, "retrying a counter update");
                     tokio::time::sleep(jitter(backoff)).await;
                     backoff = (backoff * 2).min(Duration::from_millis(50));
                 }
-                Err(error) => return Err(unavailable_or_failed(&error)),
+                Err(error) => {
+                    return Err(CounterFailure {
+                        in_doubt: !retryable(&error) && error.in_doubt(),
+                        error: unavailable_or_failed(&error),
+                    });
+                }
             }
         }
     }
@@ -284,23 +289,29 @@ impl AerospikeStore {
         let counted: Vec<bool> = created.iter().map(|c| matches!(c, Ok(true))).collect();
         let added: u64 = counted.iter().filter(|&&c| c).count() as u64;
 
-        let per_server = added_per_server(hits, &counted);
-        let total = self.add_to_counter(client, TOTAL_HITS_KEY, added, deadline);
-        let servers = futures::future::join_all(per_server.iter().map(|(server, &n)| async move {
-            (
-                server.clone(),
-                self.add_to_counter(client, server.as_str(), n, deadline)
-                    .await,
-            )
-        }));
-        let (total, servers) = tokio::join!(total, servers);
-        let total_after = match total {
+        // The total first: if it fails for sure, the batch's hit records are taken
+        // back and nothing of it is counted anywhere.
+        let total_after = match self
+            .add_to_counter(client, TOTAL_HITS_KEY, added as i64, deadline)
+            .await
+        {
             Ok(total) => total,
-            Err(error) => {
+            Err(failure) if failure.in_doubt => {
+                tracing::error!(hits = added, error = %failure.error,
+                    "total_hits update in doubt; the hit records stay: reconcile the summary");
+                return Err(failure.error);
+            }
+            Err(failure) => {
                 self.forget_uncounted(client, hits, &counted).await;
-                return Err(error);
+                return Err(failure.error);
             }
         };
+        let per_server = added_per_server(hits, &counted);
+        let servers = futures::future::join_all(per_server.iter().map(|(server, &n)| async move {
+            let result = self.add_to_counter(client, server.as_str(), n as i64, deadline);
+            (server.clone(), result.await)
+        }))
+        .await;
         let mut server_after = HashMap::new();
         let mut server_errors = HashMap::new();
         for (server, result) in servers {
@@ -308,11 +319,12 @@ impl AerospikeStore {
                 Ok(total) => {
                     server_after.insert(server, total);
                 }
-                Err(error) => {
-                    tracing::error!(%server, added = per_server[&server], %error,
-                        "total_hits was counted but this server's total was not; reconcile the summary");
+                Err(failure) => {
+                    tracing::error!(%server, added = per_server[&server], error = %failure.error,
+                        in_doubt = failure.in_doubt,
+                        "total_hits was counted but this server's total may not be: reconcile the summary");
                     server_after.insert(server.clone(), 0);
-                    server_errors.insert(server, error);
+                    server_errors.insert(server, failure.error);
                 }
             }
         }
@@ -484,6 +496,13 @@ impl Store for AerospikeStore {
         Ok(summary_from_counts(counts))
     }
 
+    async fn adjust_counter(&self, key: &str, delta: i64) -> Result<u64, StoreError> {
+        let deadline = Instant::now() + self.inner.timeout;
+        self.add_to_counter(self.client()?, key, delta, deadline)
+            .await
+            .map_err(|failure| failure.error)
+    }
+
     async fn check_ready(&self) -> Result<(), StoreError> {
         let client = self.client()?;
         if client.is_connected() && !client.nodes().is_empty() {
@@ -493,6 +512,21 @@ impl Store for AerospikeStore {
                 "no Aerospike node of the cluster at {} is reachable",
                 self.inner.seeds
             )))
+        }
+    }
+}
+
+/// A counter update that failed, and whether the server may have applied it anyway.
+struct CounterFailure {
+    error: StoreError,
+    in_doubt: bool,
+}
+
+impl CounterFailure {
+    fn surely(error: StoreError) -> Self {
+        Self {
+            error,
+            in_doubt: false,
         }
     }
 }

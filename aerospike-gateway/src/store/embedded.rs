@@ -185,6 +185,23 @@ impl Store for EmbeddedStore {
         self.blocking(|store| store.count_hit_records_now()).await
     }
 
+    async fn adjust_counter(&self, key: &str, delta: i64) -> Result<u64, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |store| {
+            let txn = store.db.begin_write().map_err(failed)?;
+            let after = {
+                let mut summary = txn.open_table(SUMMARY).map_err(failed)?;
+                let before = read_counter(&summary, &key).map_err(failed)?;
+                let after = before.saturating_add_signed(delta);
+                summary.insert(key.as_str(), after).map_err(failed)?;
+                after
+            };
+            txn.commit().map_err(failed)?;
+            Ok(after)
+        })
+        .await
+    }
+
     async fn check_ready(&self) -> Result<(), StoreError> {
         self.blocking(|store| {
             let txn = store.db.begin_read().map_err(failed)?;

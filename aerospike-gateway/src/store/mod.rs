@@ -56,6 +56,14 @@ pub trait Store: Send + Sync + 'static {
     /// for pages.
     fn count_hit_records(&self) -> impl Future<Output = Result<Summary, StoreError>> + Send;
 
+    /// Adds `delta` (which may be negative) to the `summary` counter `key` and
+    /// answers its new value: the reconciler's one write.
+    fn adjust_counter(
+        &self,
+        key: &str,
+        delta: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// Ok while the store can serve reads and writes.
     fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
