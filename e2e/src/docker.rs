@@ -146,8 +146,15 @@ impl Drop for TestImages {
                 eprintln!("cleanup: {error}");
             }
         }
+        let label = format!("label={TEST_LABEL}=1");
+        if let Err(error) = docker(&["image", "prune", "--force", "--filter", &label]) {
+            eprintln!("cleanup: {error}");
+        }
     }
 }
+
+/// Marks every image the tests build, so that what they leave untagged can be pruned.
+const TEST_LABEL: &str = "org.awesome-counter.test-image";
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -191,7 +198,7 @@ fn scratch_image(tag: &str, files: &[(&Path, &str)], tail: &str) -> Result<(), S
     }
     std::fs::write(
         context.path().join("Dockerfile"),
-        format!("FROM scratch\nCOPY rootfs/ /\n{tail}\n"),
+        format!("FROM scratch\nLABEL {TEST_LABEL}=1\nCOPY rootfs/ /\n{tail}\n"),
     )
     .map_err(|e| e.to_string())?;
     let context_dir = context.path().to_str().expect("a UTF-8 temp path");
