@@ -81,7 +81,22 @@ impl<'a> Gateway<'a> {
         body: Option<Vec<u8>>,
     ) -> Result<T, GatewayError> {
         let deadline = monotonic_clock::now().saturating_add(self.timeout.as_nanos() as u64);
-        let response = self.send(method, path, body, deadline)?;
+        // A gateway that cannot be reached got nothing, and a hit carries its id, so
+        // trying again is safe: it rides out a gateway replica being replaced, or
+        // a name that does not resolve yet in a container that just started.
+        let mut pause = Duration::from_millis(25);
+        let response = loop {
+            match self.send(method.clone(), path, body.clone(), deadline) {
+                Err(GatewayError::Unreachable { .. })
+                    if monotonic_clock::now().saturating_add(pause.as_nanos() as u64)
+                        < deadline =>
+                {
+                    monotonic_clock::subscribe_duration(pause.as_nanos() as u64).block();
+                    pause *= 2;
+                }
+                result => break result?,
+            }
+        };
         let status = response.status();
         let bytes = read_body(&response, deadline, self.timeout)?;
         if !(200..300).contains(&status) {

@@ -47,14 +47,7 @@ pub async fn run(target: &Target, clients: usize, duration: Duration) -> Outcome
     let workers: Vec<_> = (0..clients)
         .map(|_| tokio::spawn(client(target.clone(), deadline)))
         .collect();
-    let mut total = Outcome {
-        ok: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency: new_histogram(),
-        counts: Vec::new(),
-        first_error: None,
-    };
+    let mut total = Outcome::default();
     for worker in workers {
         let outcome = worker.await.expect("load worker");
         total.ok += outcome.ok;
@@ -70,8 +63,18 @@ pub async fn run(target: &Target, clients: usize, duration: Duration) -> Outcome
     total
 }
 
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            ok: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            // 1 µs to 60 s at 3 significant digits.
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            counts: Vec::new(),
+            first_error: None,
+        }
+    }
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -87,14 +90,7 @@ async fn connect(authority: &str) -> anyhow::Result<Sender> {
 }
 
 async fn client(target: Target, deadline: Instant) -> Outcome {
-    let mut outcome = Outcome {
-        ok: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency: new_histogram(),
-        counts: Vec::new(),
-        first_error: None,
-    };
+    let mut outcome = Outcome::default();
     let mut sender: Option<Sender> = None;
     while Instant::now() < deadline {
         let sent = Instant::now();

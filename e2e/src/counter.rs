@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use counter_api::{Audit, Summary, paths};
+use counter_api::{Audit, LatestHits, Summary, paths};
 use tokio::process::Command;
 use tokio::sync::OwnedMutexGuard;
 
@@ -134,6 +134,10 @@ impl Gateway {
 
     pub async fn summary(&self) -> Summary {
         get_json(&format!("{}{}", self.url, paths::SUMMARY)).await
+    }
+
+    pub async fn latest_hits(&self, limit: usize) -> LatestHits {
+        get_json(&format!("{}{}?limit={limit}", self.url, paths::LATEST_HITS)).await
     }
 
     pub async fn audit(&self) -> Audit {

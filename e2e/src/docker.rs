@@ -141,7 +141,28 @@ impl TestImages {
 
 impl Drop for TestImages {
     fn drop(&mut self) {
-        for image in [&self.web, &self.gateway, &self.lb] {
+        // Swarm removes a stack's containers a little after `docker stack rm`
+        // returns; an image still in use would only be untagged.
+        let images = [&self.web, &self.gateway, &self.lb];
+        let in_use = || {
+            images.iter().any(|image| {
+                docker(&[
+                    "ps",
+                    "--all",
+                    "--quiet",
+                    "--filter",
+                    &format!("ancestor={image}"),
+                ])
+                .is_ok_and(|ids| !ids.trim().is_empty())
+            })
+        };
+        for _ in 0..120 {
+            if !in_use() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        for image in images {
             if let Err(error) = docker(&["image", "rm", "--force", image]) {
                 eprintln!("cleanup: {error}");
             }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use counter_api::LatestHits;
 use e2e::{Backend, Counter, http_client, seen_by};
 use serde_json::Value;
 
@@ -30,14 +29,7 @@ async fn python_client_sees_the_tutorials_layout() {
             last = seen_by(&page);
         }
     }
-    let latest: LatestHits = client
-        .get(format!("{}/v1/hits/latest?limit=100", counter.gateway.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let latest = counter.gateway.latest_hits(100).await;
 
     let servers: Vec<&str> = counter.webs.iter().map(|w| w.server_id.as_str()).collect();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/aerospike_view.py");

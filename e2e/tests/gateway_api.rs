@@ -1,7 +1,7 @@
 //! The gateway binary over HTTP, on its real store: idempotency, every bad input,
 //! and the API's edges.
 
-use counter_api::{Hit, HitId, Recorded};
+use counter_api::{HitId, Recorded};
 use e2e::{Backend, Counter, http_client, on_every_backend};
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -126,14 +126,7 @@ async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
     let client = http_client();
     let gateway = &counter.gateway.url;
     let audit_before = counter.gateway.audit().await;
-    let latest_before = client
-        .get(format!("{gateway}/v1/hits/latest?limit=50"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let latest_before = counter.gateway.latest_hits(50).await;
 
     let huge_padding = format!(r#"{{"pad":"{}"}}"#, "x".repeat(5000));
     let chunked = futures::stream::iter((0..100).map(|_| Ok::<_, std::io::Error>(vec![b' '; 100])))
@@ -373,15 +366,7 @@ async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
 
     let audit_after = counter.gateway.audit().await;
     assert_eq!(audit_after, audit_before, "a refused hit writes nothing");
-    let latest_after = client
-        .get(format!("{gateway}/v1/hits/latest?limit=50"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(latest_after, latest_before);
+    assert_eq!(counter.gateway.latest_hits(50).await, latest_before);
 
     // The gateway still records a good hit afterwards.
     let (status, _) = post_hit(&client, gateway, &new_hit("web-1")).await;
@@ -415,18 +400,7 @@ async fn latest_hits_limit_is_checked(backend: Backend) {
         post_hit(&client, gateway, &hit).await;
         posted.push(hit);
     }
-    let latest: Vec<Hit> = serde_json::from_value(
-        client
-            .get(format!("{gateway}/v1/hits/latest?limit=3"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()["hits"]
-            .clone(),
-    )
-    .unwrap();
+    let latest = counter.gateway.latest_hits(3).await.hits;
     let ids: Vec<HitId> = latest.iter().map(|h| h.id).collect();
     let expected: Vec<HitId> = posted
         .iter()

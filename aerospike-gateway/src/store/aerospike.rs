@@ -577,47 +577,39 @@ fn jitter(backoff: Duration) -> Duration {
     backoff + backoff * (nanos % 100) / 100
 }
 
-/// Worth another try: the server answered without applying the write (KEY_BUSY, a
-/// device or partition not ready), or the request never left the client.
-///
-/// The client marks a write in doubt once it was sent, even when the server's
-/// answer, found in the error's cause chain, says it was not applied.
-fn retryable(error: &AsError) -> bool {
-    if error.matches(&[
-        ResultCode::KeyBusy,
-        ResultCode::DeviceOverload,
-        ResultCode::PartitionUnavailable,
-    ]) {
-        return true;
-    }
-    !error.in_doubt()
-        && matches!(
-            error.kind(),
-            ErrorKind::Connection
-                | ErrorKind::ConnectionPoolEmpty
-                | ErrorKind::NoMoreConnections
-                | ErrorKind::InvalidNode
-                | ErrorKind::Timeout
-        )
-}
+/// What the server answers when it did not apply a write that may succeed later.
+const NOT_APPLIED: [ResultCode; 3] = [
+    ResultCode::KeyBusy,
+    ResultCode::DeviceOverload,
+    ResultCode::PartitionUnavailable,
+];
 
-fn unavailable_or_failed(error: &AsError) -> StoreError {
-    let transient = error.matches(&[
-        ResultCode::KeyBusy,
-        ResultCode::DeviceOverload,
-        ResultCode::PartitionUnavailable,
-        ResultCode::Timeout,
-        ResultCode::QueryTimeout,
-    ]) || matches!(
+/// The client could not reach a node, or gave up waiting for one.
+fn connection_trouble(error: &AsError) -> bool {
+    matches!(
         error.kind(),
         ErrorKind::Connection
             | ErrorKind::ConnectionPoolEmpty
             | ErrorKind::NoMoreConnections
             | ErrorKind::InvalidNode
             | ErrorKind::Timeout
-            | ErrorKind::MaxErrorRate
-            | ErrorKind::Io(_)
-    );
+    )
+}
+
+/// Worth another try: the server answered without applying the write, or the
+/// request never left the client.
+///
+/// The client marks a write in doubt once it was sent, even when the server's
+/// answer, found in the error's cause chain, says it was not applied.
+fn retryable(error: &AsError) -> bool {
+    error.matches(&NOT_APPLIED) || (!error.in_doubt() && connection_trouble(error))
+}
+
+fn unavailable_or_failed(error: &AsError) -> StoreError {
+    let transient = error.matches(&NOT_APPLIED)
+        || error.matches(&[ResultCode::Timeout, ResultCode::QueryTimeout])
+        || connection_trouble(error)
+        || matches!(error.kind(), ErrorKind::MaxErrorRate | ErrorKind::Io(_));
     if transient {
         StoreError::Unavailable(format!("Aerospike: {error}"))
     } else {
