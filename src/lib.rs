@@ -9,7 +9,8 @@
 //! - `GET /`: record a hit, answer `Hello World! I have been seen by N.`
 //! - `GET /stats`: an HTML page of the totals and the latest hits (records nothing).
 //! - `GET /api/stats`: the same as JSON (records nothing).
-//! - `GET /healthz`: 200 while the component runs; never calls the gateway.
+//! - `GET /healthz`: 200 while the component runs and its configuration is valid;
+//!   never calls the gateway.
 //! - anything else: 404, never counted.
 
 mod config;
@@ -51,10 +52,7 @@ fn handle(request: IncomingRequest) -> Response {
             .body(format!("Method not allowed: {path} only answers GET.\n"))
             .build();
     }
-    if route == Route::Healthz {
-        return plain(200, "ok\n");
-    }
-
+    // A replica whose configuration is broken is not healthy either.
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
@@ -64,6 +62,7 @@ fn handle(request: IncomingRequest) -> Response {
     };
     let gateway = Gateway::new(&config);
     let answer = match route {
+        Route::Healthz => return plain(200, "ok\n"),
         Route::Counter => count_hit(&gateway, &config),
         Route::StatsPage => stats(&gateway).map(|(summary, latest)| {
             html(&stats_page::render(&summary, &latest, &config.server_id))
@@ -81,7 +80,6 @@ fn handle(request: IncomingRequest) -> Response {
                 .body(body.to_string())
                 .build()
         }),
-        Route::Healthz => unreachable!("answered above"),
     };
     answer.unwrap_or_else(|error| unavailable(&error))
 }

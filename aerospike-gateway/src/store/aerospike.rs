@@ -358,23 +358,36 @@ impl AerospikeStore {
         }
     }
 
-    /// The newest `limit` hits: a time-window query on the `ts` index, widened
-    /// until it finds enough, then the whole set if the index is missing.
+    /// The newest `limit` hits: a query on the `ts` index over a time window that
+    /// is widened until it holds enough hits, and narrowed again when it holds more
+    /// than one query should stream; the whole set if the index is missing.
     async fn latest(&self, limit: usize) -> Result<Vec<Hit>, StoreError> {
+        /// Records one window query may stream before it counts as too wide.
+        const WINDOW_CAP: usize = 20_000;
+        const MAX_WINDOW_MS: i64 = 366 * 86_400_000;
         let client = self.client()?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let mut policy = QueryPolicy::default();
         policy.base_policy.total_timeout = self.inner.timeout.as_millis() as u32;
-        // Caps a window on a very busy counter; the newest of what came back is kept.
-        policy.max_records = 100_000;
-        for window_ms in [10_000_i64, 600_000, 86_400_000, 30 * 86_400_000] {
+        // The widest window known to hold fewer than `limit` hits, and the next try.
+        let (mut short, mut window) = (0_i64, 10_000_i64);
+        for _ in 0..32 {
             let mut statement = Statement::new(self.inner.namespace.as_str(), HITS_SET, Bins::All);
-            statement.set_filter(Filter::range("ts", now - window_ms, i64::MAX));
-            match self.query_hits(client, &policy, statement, limit).await {
-                Ok(hits) if hits.len() >= limit => return Ok(hits),
-                Ok(_) => continue,
+            statement.set_filter(Filter::range("ts", now - window, i64::MAX));
+            match self
+                .query_hits(client, &policy, statement, limit, WINDOW_CAP)
+                .await
+            {
+                // Too many to stream: its newest need not be among what came back.
+                Ok((_, true)) if window - short > 1 => window = short + (window - short) / 2,
+                Ok((hits, truncated)) if truncated || hits.len() >= limit => return Ok(hits),
+                Ok(_) if window >= MAX_WINDOW_MS => break,
+                Ok(_) => {
+                    short = window;
+                    window = (window * 30).min(MAX_WINDOW_MS);
+                }
                 Err(error)
                     if error
                         .matches(&[ResultCode::IndexNotFound, ResultCode::IndexNotReadable]) =>
@@ -384,34 +397,42 @@ impl AerospikeStore {
                 Err(error) => return Err(unavailable_or_failed(&error)),
             }
         }
-        policy.max_records = 0;
         let statement = Statement::new(self.inner.namespace.as_str(), HITS_SET, Bins::All);
-        self.query_hits(client, &policy, statement, limit)
+        self.query_hits(client, &policy, statement, limit, usize::MAX)
             .await
+            .map(|(hits, _)| hits)
             .map_err(|e| unavailable_or_failed(&e))
     }
 
+    /// The newest `limit` hits of a query that streams at most `cap` records, and
+    /// whether it stopped at the cap.
     async fn query_hits(
         &self,
         client: &Client,
         policy: &QueryPolicy,
         statement: Statement,
         limit: usize,
-    ) -> Result<Vec<Hit>, AsError> {
+        cap: usize,
+    ) -> Result<(Vec<Hit>, bool), AsError> {
         let records = client
             .query(policy, PartitionFilter::all(), statement)
             .await?;
-        let mut stream = records.into_stream();
+        let mut stream = records.clone().into_stream();
         // Keep only the newest `limit`: a min-heap on ts.
         let mut newest = std::collections::BinaryHeap::with_capacity(limit + 1);
+        let mut streamed = 0;
         while let Some(record) = stream.next().await {
             let record = record?;
-            let Some(hit) = hit_from(&record) else {
-                continue;
-            };
-            newest.push(std::cmp::Reverse((hit.ts, hit.id, hit.server)));
-            if newest.len() > limit {
-                newest.pop();
+            streamed += 1;
+            if let Some(hit) = hit_from(&record) {
+                newest.push(std::cmp::Reverse((hit.ts, hit.id, hit.server)));
+                if newest.len() > limit {
+                    newest.pop();
+                }
+            }
+            if streamed >= cap {
+                records.close();
+                break;
             }
         }
         let mut hits: Vec<Hit> = newest
@@ -419,7 +440,7 @@ impl AerospikeStore {
             .map(|std::cmp::Reverse((ts, id, server))| Hit { id, server, ts })
             .collect();
         hits.sort_by_key(|hit| std::cmp::Reverse((hit.ts, hit.id)));
-        Ok(hits)
+        Ok((hits, streamed >= cap))
     }
 }
 
