@@ -48,13 +48,17 @@ pub fn compose_command() -> Command {
     }
 }
 
-/// Docker commands run when this is dropped, last added first.
+/// Docker commands run when this is dropped, last added first. When a test fails,
+/// its diagnostics (logs of the containers about to be removed) are printed first.
 #[derive(Default)]
-pub struct Cleanup(Vec<Command>);
+pub struct Cleanup {
+    commands: Vec<Command>,
+    diagnostics: Vec<Command>,
+}
 
 impl Cleanup {
     pub fn push(&mut self, command: Command) {
-        self.0.push(command);
+        self.commands.push(command);
     }
 
     pub fn docker(&mut self, args: &[&str]) {
@@ -62,11 +66,36 @@ impl Cleanup {
         command.args(args);
         self.push(command);
     }
+
+    /// A command whose output explains a failure, e.g. a service's logs.
+    pub fn show_on_failure(&mut self, command: Command) {
+        self.diagnostics.push(command);
+    }
+
+    pub fn show_docker_on_failure(&mut self, args: &[&str]) {
+        let mut command = Command::new("docker");
+        command.args(args);
+        self.show_on_failure(command);
+    }
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        for mut command in self.0.drain(..).rev() {
+        if std::thread::panicking() {
+            for command in &mut self.diagnostics {
+                let shown = command.stdin(Stdio::null()).output();
+                eprintln!("--- {command:?}");
+                match shown {
+                    Ok(output) => eprintln!(
+                        "{}{}",
+                        String::from_utf8_lossy(&output.stdout),
+                        String::from_utf8_lossy(&output.stderr)
+                    ),
+                    Err(error) => eprintln!("{error}"),
+                }
+            }
+        }
+        for mut command in self.commands.drain(..).rev() {
             if let Err(error) = run_with(&mut command) {
                 eprintln!("cleanup: {error}");
             }
@@ -135,6 +164,11 @@ impl TestImages {
             // As in the official image: `haproxy` on PATH, the config at this path.
             "ENV PATH=/usr/local/sbin\nEXPOSE 80\nCMD [\"haproxy\", \"-f\", \"/usr/local/etc/haproxy/haproxy.cfg\"]",
         )?;
+        for image in [&images.web, &images.gateway, &images.lb] {
+            let size = docker(&["image", "inspect", "--format", "{{.Size}}", image])?;
+            let megabytes = size.trim().parse::<f64>().unwrap_or(f64::NAN) / 1e6;
+            eprintln!("image {image}: {megabytes:.1} MB");
+        }
         Ok(images)
     }
 }
