@@ -303,10 +303,10 @@ async fn wait_until_ok(url: &str, process: &mut Process) {
 
 async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
     let response = http_client().get(url).send().await.expect("GET");
-    assert!(
-        response.status().is_success(),
-        "{url} answered {}",
-        response.status()
-    );
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        panic!("{url} answered {status}: {body}");
+    }
     response.json().await.expect("JSON")
 }

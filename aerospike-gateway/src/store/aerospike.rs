@@ -361,19 +361,21 @@ impl AerospikeStore {
     /// The newest `limit` hits: a query on the `ts` index over a time window that
     /// is widened until it holds enough hits, and narrowed again when it holds more
     /// than one query should stream; the whole set if the index is missing.
+    /// All probes share one deadline, so a slow search answers 503, never a hang.
     async fn latest(&self, limit: usize) -> Result<Vec<Hit>, StoreError> {
         /// Records one window query may stream before it counts as too wide.
         const WINDOW_CAP: usize = 20_000;
         const MAX_WINDOW_MS: i64 = 366 * 86_400_000;
         let client = self.client()?;
+        let deadline = Instant::now() + self.inner.timeout;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let mut policy = QueryPolicy::default();
-        policy.base_policy.total_timeout = self.inner.timeout.as_millis() as u32;
         // The widest window known to hold fewer than `limit` hits, and the next try.
         let (mut short, mut window) = (0_i64, 10_000_i64);
         for _ in 0..32 {
+            policy.base_policy.total_timeout = millis_until(deadline);
             let mut statement = Statement::new(self.inner.namespace.as_str(), HITS_SET, Bins::All);
             statement.set_filter(Filter::range("ts", now - window, i64::MAX));
             match self
@@ -397,6 +399,7 @@ impl AerospikeStore {
                 Err(error) => return Err(unavailable_or_failed(&error)),
             }
         }
+        policy.base_policy.total_timeout = millis_until(deadline);
         let statement = Statement::new(self.inner.namespace.as_str(), HITS_SET, Bins::All);
         self.query_hits(client, &policy, statement, limit, usize::MAX)
             .await
