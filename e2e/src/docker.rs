@@ -62,9 +62,7 @@ impl Cleanup {
     }
 
     pub fn docker(&mut self, args: &[&str]) {
-        let mut command = Command::new("docker");
-        command.args(args);
-        self.push(command);
+        self.push(docker_command(args));
     }
 
     /// A command whose output explains a failure, e.g. a service's logs.
@@ -73,10 +71,14 @@ impl Cleanup {
     }
 
     pub fn show_docker_on_failure(&mut self, args: &[&str]) {
-        let mut command = Command::new("docker");
-        command.args(args);
-        self.show_on_failure(command);
+        self.show_on_failure(docker_command(args));
     }
+}
+
+fn docker_command(args: &[&str]) -> Command {
+    let mut command = Command::new("docker");
+    command.args(args);
+    command
 }
 
 impl Drop for Cleanup {
