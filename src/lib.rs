@@ -13,8 +13,12 @@
 //!   never calls the gateway.
 //! - anything else: 404, never counted.
 
+mod badge;
+mod chart;
 mod config;
 mod gateway;
+mod page_stats_page;
+mod query;
 mod stats_page;
 
 use std::time::{SystemTime, UNIX_EPOCH};

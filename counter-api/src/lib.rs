@@ -7,9 +7,14 @@
 //! re-check a field once it holds one of these.
 
 mod hit;
+mod page;
 mod wire;
 
 pub use hit::{EpochMillis, Hit, HitId, InvalidField, ServerId};
+pub use page::{
+    Day, DayCount, DayHits, InvalidPage, PageHit, PageKey, PageRecorded, PageStats, PageTotal,
+    PagesOverview, UserAgent, Visitor,
+};
 pub use wire::{ApiError, Audit, LatestHits, Recorded, ServerTotal, Summary};
 
 /// The key of the grand-total counter in the `summary` set, as in the tutorial.
@@ -29,6 +34,12 @@ pub mod paths {
     /// `GET` an [`Audit`](crate::Audit): the counters next to a recount of the hit
     /// records. Reads every hit record: for operators, not for pages.
     pub const AUDIT: &str = "/v1/audit";
+    /// `POST` a [`PageHit`](crate::PageHit) as JSON; answers
+    /// [`PageRecorded`](crate::PageRecorded).
+    pub const PAGE_HITS: &str = "/v1/page-hits";
+    /// `GET ?limit=N&days=D` the [`PagesOverview`](crate::PagesOverview);
+    /// `GET /v1/pages/<key>?days=D` one counter's [`PageStats`](crate::PageStats).
+    pub const PAGES: &str = "/v1/pages";
     /// `GET`: 200 while the process is alive.
     pub const HEALTHZ: &str = "/healthz";
     /// `GET`: 200 while the store can be used, 503 otherwise.
