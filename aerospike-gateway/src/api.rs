@@ -9,16 +9,28 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use counter_api::{ApiError, Audit, Hit, LatestHits, Summary, paths};
+use counter_api::{
+    ApiError, Audit, Hit, LatestHits, PageHit, PageKey, PageRecorded, PageStats, PagesOverview,
+    Recorded, Summary, paths,
+};
 use futures::StreamExt;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::recorder::Recorder;
+use crate::store::pages::{DayRange, PageHitToCount};
 use crate::store::{MAX_LATEST_HITS, Store, StoreError};
+use crate::visitors::{VisitorHasher, today};
+
+/// The most days of history one read returns: the 400 days a counter keeps
+/// at least, and then some.
+pub const MAX_DAYS: u32 = 400;
+/// The most counters one top list holds.
+pub const MAX_TOP: usize = 100;
 
 /// A hit is about 120 bytes of JSON; anything near this is not a hit.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
@@ -27,7 +39,9 @@ const DRAIN_BYTES: usize = 64 * 1024;
 
 pub struct AppState<S> {
     pub store: Arc<S>,
-    pub recorder: Recorder,
+    pub recorder: Recorder<Hit, Recorded>,
+    pub page_recorder: Recorder<PageHitToCount, PageRecorded>,
+    pub visitors: VisitorHasher<S>,
 }
 
 pub fn router<S: Store>(state: AppState<S>) -> Router {
@@ -36,6 +50,9 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route(paths::SUMMARY, get(summary::<S>))
         .route(paths::LATEST_HITS, get(latest_hits::<S>))
         .route(paths::AUDIT, get(audit::<S>))
+        .route(paths::PAGE_HITS, post(record_page_hit::<S>))
+        .route(paths::PAGES, get(pages_overview::<S>))
+        .route(&format!("{}/{{*key}}", paths::PAGES), get(page_stats::<S>))
         .route(
             paths::HEALTHZ,
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -63,7 +80,7 @@ async fn record_hit<S: Store>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let hit = parse_hit(&headers, body).await?;
+    let hit: Hit = parse_json(&headers, body, "invalid_hit", HIT_SHAPE).await?;
     let recorded = state.recorder.record(hit).await?;
     let status = if recorded.duplicate {
         StatusCode::OK
@@ -71,6 +88,98 @@ async fn record_hit<S: Store>(
         StatusCode::CREATED
     };
     Ok((status, Json(recorded)).into_response())
+}
+
+const HIT_SHAPE: &str = "a hit is {\"id\": \"<uuid>\", \"server\": \"<server id>\", \"ts\": <milliseconds since the epoch>}";
+const PAGE_HIT_SHAPE: &str = "a page hit is {\"id\": \"<uuid>\", \"key\": \"<counter key>\", \"ts\": <milliseconds since the epoch>, \"visitor\": {\"addr\": \"<ip>\", \"user_agent\": \"<text>\"} (optional)}";
+
+async fn record_page_hit<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let hit: PageHit = parse_json(&headers, body, "invalid_page_hit", PAGE_HIT_SHAPE).await?;
+    let hit = state.visitors.prepare(hit, today()).await?;
+    let recorded = state.page_recorder.record(hit).await?;
+    let status = if recorded.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(recorded)).into_response())
+}
+
+#[derive(Deserialize)]
+struct PagesQuery {
+    days: Option<String>,
+    limit: Option<String>,
+}
+
+/// `days` (1..=[`MAX_DAYS`], default 30) ending today, by the gateway's clock.
+fn day_range(days: Option<&str>) -> Result<DayRange, Problem> {
+    let days = match days {
+        None => 30,
+        Some(days) => days
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_DAYS).contains(n))
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_days",
+                    format!("days must be a whole number from 1 to {MAX_DAYS}"),
+                )
+            })?,
+    };
+    Ok(DayRange::ending(today(), days))
+}
+
+fn pages_query(
+    query: Result<Query<PagesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<PagesQuery, Problem> {
+    query.map(|Query(q)| q).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("{e}; the parameters are days and limit"),
+        )
+    })
+}
+
+async fn page_stats<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    Path(key): Path<String>,
+    query: Result<Query<PagesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<PageStats>, Problem> {
+    let key: PageKey = key.parse().map_err(|e: counter_api::InvalidPage| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid_key", e.to_string())
+    })?;
+    let query = pages_query(query)?;
+    let days = day_range(query.days.as_deref())?;
+    Ok(Json(state.store.page_stats(&key, days).await?))
+}
+
+async fn pages_overview<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    query: Result<Query<PagesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<PagesOverview>, Problem> {
+    let query = pages_query(query)?;
+    let days = day_range(query.days.as_deref())?;
+    let limit = match query.limit {
+        None => 10,
+        Some(limit) => limit
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_TOP).contains(n))
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_limit",
+                    format!("limit must be a whole number from 1 to {MAX_TOP}"),
+                )
+            })?,
+    };
+    Ok(Json(state.store.pages_overview(limit, days).await?))
 }
 
 /// Reads at most [`MAX_BODY_BYTES`]. A body over the limit is still read and thrown
@@ -115,7 +224,14 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Problem> 
 }
 
 /// Content type, size and every field are checked before anything is queued.
-async fn parse_hit(headers: &HeaderMap, body: Body) -> Result<Hit, Problem> {
+/// `invalid` is the error code for a body that is JSON but not a valid `T`,
+/// whose expected `shape` the message repeats.
+async fn parse_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    invalid: &str,
+    shape: &str,
+) -> Result<T, Problem> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -131,14 +247,13 @@ async fn parse_hit(headers: &HeaderMap, body: Body) -> Result<Hit, Problem> {
         ));
     }
     let bytes = read_body(headers, body).await?;
-    let hit_shape = "a hit is {\"id\": \"<uuid>\", \"server\": \"<server id>\", \"ts\": <milliseconds since the epoch>}";
-    let hit: Hit = serde_json::from_slice(&bytes).map_err(|e| {
+    let value: T = serde_json::from_slice(&bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Data => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_hit",
-                format!("{e}; {hit_shape}"),
+                invalid,
+                format!("{e}; {shape}"),
             ),
             Category::Syntax | Category::Eof | Category::Io => Problem::new(
                 StatusCode::BAD_REQUEST,
@@ -151,11 +266,11 @@ async fn parse_hit(headers: &HeaderMap, body: Body) -> Result<Hit, Problem> {
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_hit",
-            format!("a hit must be a JSON object; {hit_shape}"),
+            invalid,
+            format!("the body must be a JSON object; {shape}"),
         ));
     }
-    Ok(hit)
+    Ok(value)
 }
 
 async fn summary<S: Store>(

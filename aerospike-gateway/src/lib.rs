@@ -14,6 +14,7 @@ pub mod config;
 pub mod reconcile;
 pub mod recorder;
 pub mod store;
+pub mod visitors;
 
 use std::sync::Arc;
 
@@ -109,8 +110,35 @@ async fn reconcile_store<S: Store>(store: S, apply: bool) -> anyhow::Result<()> 
 
 async fn run<S: Store>(listener: TcpListener, store: S, config: &Config) -> anyhow::Result<()> {
     let store = Arc::new(store);
-    let recorder = Recorder::start(store.clone(), config.max_batch(), config.store_timeout());
-    let app = api::router(AppState { store, recorder });
+    let recorder = Recorder::start(
+        {
+            let store = store.clone();
+            move |hits| {
+                let store = store.clone();
+                async move { store.record_hits(hits).await }
+            }
+        },
+        config.max_batch(),
+        config.store_timeout(),
+    );
+    let page_recorder = Recorder::start(
+        {
+            let store = store.clone();
+            move |hits| {
+                let store = store.clone();
+                async move { store.record_page_hits(hits).await }
+            }
+        },
+        config.max_batch(),
+        config.store_timeout(),
+    );
+    let visitors = visitors::VisitorHasher::new(store.clone());
+    let app = api::router(AppState {
+        store,
+        recorder,
+        page_recorder,
+        visitors,
+    });
     tracing::info!("gateway listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

@@ -9,42 +9,55 @@
 //! timer: an idle gateway writes a lone hit at once, and under load the next batch
 //! gathers in the queue while the previous write is in flight.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
-use counter_api::{Hit, Recorded};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 /// Hits waiting beyond this are refused with 503 rather than queued without bound.
 const QUEUE_CAPACITY: usize = 65_536;
 
-struct PendingHit {
-    hit: Hit,
-    answer: oneshot::Sender<Result<Recorded, StoreError>>,
+struct Pending<H, A> {
+    hit: H,
+    answer: oneshot::Sender<Result<A, StoreError>>,
 }
 
-/// The handle request handlers use to record a hit; cheap to clone.
-#[derive(Clone)]
-pub struct Recorder {
-    queue: mpsc::Sender<PendingHit>,
+/// The handle request handlers use to record a hit of kind `H` (a tutorial hit
+/// or a page hit), answered with `A`; cheap to clone.
+pub struct Recorder<H, A> {
+    queue: mpsc::Sender<Pending<H, A>>,
     timeout: Duration,
 }
 
-impl Recorder {
-    /// Starts the task that writes batches of up to `max_batch` hits to `store`.
-    pub fn start<S: Store>(store: Arc<S>, max_batch: usize, timeout: Duration) -> Self {
+impl<H, A> Clone for Recorder<H, A> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl<H: Send + 'static, A: Send + 'static> Recorder<H, A> {
+    /// Starts the task that hands batches of up to `max_batch` hits to `write`,
+    /// one batch at a time; `write` answers, in order, each hit's outcome.
+    pub fn start<W, F>(write: W, max_batch: usize, timeout: Duration) -> Self
+    where
+        W: Fn(Vec<H>) -> F + Send + 'static,
+        F: Future<Output = Vec<Result<A, StoreError>>> + Send + 'static,
+    {
         let (queue, pending) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(write_batches(store, pending, max_batch));
+        tokio::spawn(write_batches(write, pending, max_batch));
         Self { queue, timeout }
     }
 
     /// Records one hit; answers once the batch that counts it is durable.
-    pub async fn record(&self, hit: Hit) -> Result<Recorded, StoreError> {
+    pub async fn record(&self, hit: H) -> Result<A, StoreError> {
         let (answer, answered) = oneshot::channel();
         self.queue
-            .try_send(PendingHit { hit, answer })
+            .try_send(Pending { hit, answer })
             .map_err(|_| {
                 StoreError::Unavailable("too many hits are waiting to be written".into())
             })?;
@@ -61,17 +74,20 @@ impl Recorder {
     }
 }
 
-async fn write_batches<S: Store>(
-    store: Arc<S>,
-    mut pending: mpsc::Receiver<PendingHit>,
+async fn write_batches<H, A, W, F>(
+    write: W,
+    mut pending: mpsc::Receiver<Pending<H, A>>,
     max_batch: usize,
-) {
+) where
+    W: Fn(Vec<H>) -> F,
+    F: Future<Output = Vec<Result<A, StoreError>>>,
+{
     let mut batch = Vec::with_capacity(max_batch);
     while pending.recv_many(&mut batch, max_batch).await > 0 {
-        let (hits, answers): (Vec<Hit>, Vec<_>) =
+        let (hits, answers): (Vec<H>, Vec<_>) =
             batch.drain(..).map(|p| (p.hit, p.answer)).unzip();
         let size = hits.len();
-        let results = store.record_hits(hits).await;
+        let results = write(hits).await;
         tracing::trace!(size, "group commit");
         for (answer, result) in answers.into_iter().zip(results) {
             // The requester may have given up; the hit is counted all the same.

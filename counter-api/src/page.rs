@@ -112,6 +112,11 @@ impl Day {
         Self(self.0.saturating_sub(n))
     }
 
+    /// The day `n` days after this one.
+    pub fn plus(self, n: u32) -> Self {
+        Self(self.0.saturating_add(n))
+    }
+
     /// `(year, month, day)` by Howard Hinnant's days-to-civil algorithm.
     pub fn ymd(self) -> (i64, u32, u32) {
         let z = i64::from(self.0) + 719_468;

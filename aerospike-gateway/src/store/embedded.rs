@@ -4,17 +4,30 @@
 //! a committed transaction survives a crash or `kill -9`, and a second gateway on
 //! the same directory is refused instead of corrupting it. A group commit is one
 //! write transaction and one fsync, however many hits it holds.
+//!
+//! Named counters live in tables of their own beside the tutorial's: `page_hits`
+//! (hit id → key, ts), `pages` (key → total), `page_days` ((key, day) → hits),
+//! `page_visitors` ((key, day) → HyperLogLog), `day_totals` (day → hits on all
+//! keys), `day_pages` ((day, key) → hits, for today's top keys) and
+//! `visitor_salts` (day → that day's secret). A batch of page hits updates them
+//! all in one transaction.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use cardinality_estimator::CardinalityEstimator;
 use counter_api::{
-    EpochMillis, Hit, HitId, Recorded, ServerId, ServerTotal, Summary, TOTAL_HITS_KEY,
+    Day, DayCount, DayHits, EpochMillis, Hit, HitId, PageKey, PageRecorded, PageStats, PageTotal,
+    PagesOverview, Recorded, ServerId, ServerTotal, Summary, TOTAL_HITS_KEY,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::pages::{
+    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, VisitorSalt,
+    first_page_occurrences, number_page_batch, top,
+};
 use super::{
     Store, StoreError, added_per_server, first_occurrences, number_batch, summary_from_counts,
 };
@@ -25,6 +38,27 @@ const HITS: TableDefinition<u128, (&str, u64)> = TableDefinition::new("hits");
 const HITS_BY_TIME: TableDefinition<(u64, u128), &str> = TableDefinition::new("hits_by_time");
 /// `summary`: `total_hits` and one counter per server, as in `test.summary`.
 const SUMMARY: TableDefinition<&str, u64> = TableDefinition::new("summary");
+
+/// `page_hits`: hit id → (key, ts): a page hit's record, which makes it idempotent.
+const PAGE_HITS: TableDefinition<u128, (&str, u64)> = TableDefinition::new("page_hits");
+/// `pages`: key → total.
+const PAGES: TableDefinition<&str, u64> = TableDefinition::new("pages");
+/// (key, day) → hits that day.
+const PAGE_DAYS: TableDefinition<(&str, u32), u64> = TableDefinition::new("page_days");
+/// (key, day) → that day's unique-visitor HyperLogLog.
+const PAGE_VISITORS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("page_visitors");
+/// day → hits on all keys that day.
+const DAY_TOTALS: TableDefinition<u32, u64> = TableDefinition::new("day_totals");
+/// (day, key) → hits: `page_days` ordered by day first, for the day's top keys.
+const DAY_PAGES: TableDefinition<(u32, &str), u64> = TableDefinition::new("day_pages");
+/// day → the day's secret for visitor hashes.
+const VISITOR_SALTS: TableDefinition<u32, &[u8]> = TableDefinition::new("visitor_salts");
+
+/// Cloudflare's estimator: exact while a day has few visitors, sparse while it
+/// has some, a dense HyperLogLog with 2^14 registers (about 0.8% standard
+/// error) from thousands up. Hashes come in already keyed and uniform, so the
+/// hasher type is never used.
+type Visitors = CardinalityEstimator<u64, std::hash::DefaultHasher, { HLL_INDEX_BITS as usize }, 6>;
 
 /// New hits append at the end of both hit tables (their keys are time-ordered), so
 /// a small page cache holds the hot pages; redb's default would grow to 1 GiB.
@@ -56,6 +90,13 @@ impl EmbeddedStore {
         txn.open_table(HITS)?;
         txn.open_table(HITS_BY_TIME)?;
         txn.open_table(SUMMARY)?;
+        txn.open_table(PAGE_HITS)?;
+        txn.open_table(PAGES)?;
+        txn.open_table(PAGE_DAYS)?;
+        txn.open_table(PAGE_VISITORS)?;
+        txn.open_table(DAY_TOTALS)?;
+        txn.open_table(DAY_PAGES)?;
+        txn.open_table(VISITOR_SALTS)?;
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -98,6 +139,213 @@ impl EmbeddedStore {
         };
         txn.commit()?;
         Ok(recorded)
+    }
+
+    fn record_page_hits_now(
+        &self,
+        hits: &[PageHitToCount],
+    ) -> Result<Vec<PageRecorded>, StoreError> {
+        let txn = self.db.begin_write().map_err(failed)?;
+        let recorded = {
+            let mut page_hits = txn.open_table(PAGE_HITS).map_err(failed)?;
+            let mut pages = txn.open_table(PAGES).map_err(failed)?;
+            let mut page_days = txn.open_table(PAGE_DAYS).map_err(failed)?;
+            let mut page_visitors = txn.open_table(PAGE_VISITORS).map_err(failed)?;
+            let mut day_totals = txn.open_table(DAY_TOTALS).map_err(failed)?;
+            let mut day_pages = txn.open_table(DAY_PAGES).map_err(failed)?;
+
+            let mut counted = first_page_occurrences(hits);
+            for (hit, counted) in hits.iter().zip(&mut counted) {
+                let id = hit.id.as_u128();
+                if !*counted {
+                    continue;
+                }
+                if page_hits.get(id).map_err(failed)?.is_some() {
+                    *counted = false;
+                    continue;
+                }
+                page_hits
+                    .insert(id, (hit.key.as_str(), hit.ts.as_u64()))
+                    .map_err(failed)?;
+            }
+            let counts = PageBatchCounts::of(hits, &counted);
+
+            let mut total_after = HashMap::new();
+            for hit in hits {
+                if total_after.contains_key(&hit.key) {
+                    continue;
+                }
+                let added = counts.per_key.get(&hit.key).copied().unwrap_or(0);
+                let after = read_counter(&pages, hit.key.as_str()).map_err(failed)? + added;
+                if added > 0 {
+                    pages.insert(hit.key.as_str(), after).map_err(failed)?;
+                }
+                total_after.insert(hit.key.clone(), after);
+            }
+            let mut day_after = HashMap::new();
+            for hit in hits {
+                let (key, day) = (hit.key.clone(), hit.day());
+                if day_after.contains_key(&(key.clone(), day)) {
+                    continue;
+                }
+                let added = counts
+                    .per_key_day
+                    .get(&(key.clone(), day))
+                    .copied()
+                    .unwrap_or(0);
+                let d = day.days_since_epoch();
+                let after = page_days
+                    .get((key.as_str(), d))
+                    .map_err(failed)?
+                    .map_or(0, |v| v.value())
+                    + added;
+                if added > 0 {
+                    page_days.insert((key.as_str(), d), after).map_err(failed)?;
+                    day_pages.insert((d, key.as_str()), after).map_err(failed)?;
+                }
+                day_after.insert((key, day), after);
+            }
+            for (day, added) in &counts.per_day {
+                let d = day.days_since_epoch();
+                let before = day_totals.get(d).map_err(failed)?.map_or(0, |v| v.value());
+                day_totals.insert(d, before + added).map_err(failed)?;
+            }
+            for ((key, day), visitors) in &counts.visitors {
+                let d = day.days_since_epoch();
+                let mut estimator = match page_visitors.get((key.as_str(), d)).map_err(failed)? {
+                    Some(bytes) => decode_visitors(bytes.value())?,
+                    None => Visitors::new(),
+                };
+                for visitor in visitors {
+                    estimator.insert_hash(visitor.0);
+                }
+                let bytes = postcard::to_allocvec(&estimator)
+                    .map_err(|e| StoreError::Failed(format!("encoding a HyperLogLog: {e}")))?;
+                page_visitors
+                    .insert((key.as_str(), d), bytes.as_slice())
+                    .map_err(failed)?;
+            }
+            number_page_batch(hits, &counted, &counts, &total_after, &day_after)
+        };
+        txn.commit().map_err(failed)?;
+        Ok(recorded)
+    }
+
+    fn page_stats_now(&self, key: &PageKey, range: DayRange) -> Result<PageStats, StoreError> {
+        let txn = self.db.begin_read().map_err(failed)?;
+        let pages = txn.open_table(PAGES).map_err(failed)?;
+        let page_days = txn.open_table(PAGE_DAYS).map_err(failed)?;
+        let page_visitors = txn.open_table(PAGE_VISITORS).map_err(failed)?;
+        let total = read_counter(&pages, key.as_str()).map_err(failed)?;
+        let (first, last) = (range.first.days_since_epoch(), range.last.days_since_epoch());
+        let mut hits_on = HashMap::new();
+        for entry in page_days
+            .range((key.as_str(), first)..=(key.as_str(), last))
+            .map_err(failed)?
+        {
+            let (k, hits) = entry.map_err(failed)?;
+            hits_on.insert(k.value().1, hits.value());
+        }
+        let mut visitors_on = HashMap::new();
+        for entry in page_visitors
+            .range((key.as_str(), first)..=(key.as_str(), last))
+            .map_err(failed)?
+        {
+            let (k, bytes) = entry.map_err(failed)?;
+            visitors_on.insert(k.value().1, decode_visitors(bytes.value())?.estimate() as u64);
+        }
+        let days: Vec<DayCount> = range
+            .days()
+            .map(|day| {
+                let d = day.days_since_epoch();
+                DayCount {
+                    day,
+                    hits: hits_on.get(&d).copied().unwrap_or(0),
+                    visitors: visitors_on.get(&d).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(PageStats {
+            key: key.clone(),
+            total,
+            today: *days.last().expect("a range holds at least its last day"),
+            days,
+        })
+    }
+
+    fn pages_overview_now(&self, limit: usize, range: DayRange) -> Result<PagesOverview, StoreError> {
+        let txn = self.db.begin_read().map_err(failed)?;
+        let pages = txn.open_table(PAGES).map_err(failed)?;
+        let day_pages = txn.open_table(DAY_PAGES).map_err(failed)?;
+        let day_totals = txn.open_table(DAY_TOTALS).map_err(failed)?;
+        let mut all_time = Vec::new();
+        for entry in pages.iter().map_err(failed)? {
+            let (key, hits) = entry.map_err(failed)?;
+            all_time.push((stored_key(key.value())?, hits.value()));
+        }
+        let today = range.last.days_since_epoch();
+        let mut on_day = Vec::new();
+        for entry in day_pages.range((today, "")..(today + 1, "")).map_err(failed)? {
+            let (k, hits) = entry.map_err(failed)?;
+            on_day.push((stored_key(k.value().1)?, hits.value()));
+        }
+        let mut per_day = HashMap::new();
+        for entry in day_totals
+            .range(range.first.days_since_epoch()..=today)
+            .map_err(failed)?
+        {
+            let (d, hits) = entry.map_err(failed)?;
+            per_day.insert(d.value(), hits.value());
+        }
+        let totals = |entries: Vec<(PageKey, u64)>| {
+            top(entries, limit)
+                .into_iter()
+                .map(|(key, hits)| PageTotal { key, hits })
+                .collect()
+        };
+        Ok(PagesOverview {
+            top_all_time: totals(all_time),
+            top_today: totals(on_day),
+            days: range
+                .days()
+                .map(|day| DayHits {
+                    day,
+                    hits: per_day.get(&day.days_since_epoch()).copied().unwrap_or(0),
+                })
+                .collect(),
+        })
+    }
+
+    fn visitor_salt_now(&self, day: Day) -> Result<VisitorSalt, StoreError> {
+        let d = day.days_since_epoch();
+        {
+            let txn = self.db.begin_read().map_err(failed)?;
+            let salts = txn.open_table(VISITOR_SALTS).map_err(failed)?;
+            if let Some(salt) = salts.get(d).map_err(failed)? {
+                return stored_salt(salt.value());
+            }
+        }
+        let txn = self.db.begin_write().map_err(failed)?;
+        let salt = {
+            let mut salts = txn.open_table(VISITOR_SALTS).map_err(failed)?;
+            // Another request may have made it since the read above.
+            let existing = salts.get(d).map_err(failed)?.map(|s| stored_salt(s.value()));
+            let salt = match existing {
+                Some(salt) => salt?,
+                None => {
+                    let salt = new_salt()?;
+                    salts.insert(d, salt.0.as_slice()).map_err(failed)?;
+                    salt
+                }
+            };
+            // Yesterday's secret stays for hits stamped just before midnight;
+            // older ones go, so no day's hashes can be recomputed later.
+            let forget = day.minus(1).days_since_epoch();
+            salts.retain_in(..forget, |_, _| false).map_err(failed)?;
+            salt
+        };
+        txn.commit().map_err(failed)?;
+        Ok(salt)
     }
 
     fn summary_now(&self) -> Result<Summary, StoreError> {
@@ -202,6 +450,32 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn record_page_hits(&self, hits: Vec<PageHitToCount>) -> Vec<Result<PageRecorded, StoreError>> {
+        let count = hits.len();
+        match self
+            .blocking(move |store| store.record_page_hits_now(&hits))
+            .await
+        {
+            Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+            Err(error) => vec![Err(error); count],
+        }
+    }
+
+    async fn page_stats(&self, key: &PageKey, days: DayRange) -> Result<PageStats, StoreError> {
+        let key = key.clone();
+        self.blocking(move |store| store.page_stats_now(&key, days))
+            .await
+    }
+
+    async fn pages_overview(&self, limit: usize, days: DayRange) -> Result<PagesOverview, StoreError> {
+        self.blocking(move |store| store.pages_overview_now(limit, days))
+            .await
+    }
+
+    async fn visitor_salt(&self, day: Day) -> Result<VisitorSalt, StoreError> {
+        self.blocking(move |store| store.visitor_salt_now(day)).await
+    }
+
     async fn check_ready(&self) -> Result<(), StoreError> {
         self.blocking(|store| {
             let txn = store.db.begin_read().map_err(failed)?;
@@ -221,6 +495,30 @@ fn read_counter(
 
 fn failed(error: impl Into<redb::Error>) -> StoreError {
     StoreError::Failed(format!("embedded store: {}", error.into()))
+}
+
+fn decode_visitors(bytes: &[u8]) -> Result<Visitors, StoreError> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| StoreError::Failed(format!("embedded store holds a damaged HyperLogLog: {e}")))
+}
+
+fn new_salt() -> Result<VisitorSalt, StoreError> {
+    let mut salt = [0; 32];
+    getrandom::fill(&mut salt)
+        .map_err(|e| StoreError::Failed(format!("no randomness for the visitor secret: {e}")))?;
+    Ok(VisitorSalt(salt))
+}
+
+fn stored_salt(bytes: &[u8]) -> Result<VisitorSalt, StoreError> {
+    bytes
+        .try_into()
+        .map(VisitorSalt)
+        .map_err(|_| StoreError::Failed("embedded store holds a damaged visitor secret".into()))
+}
+
+fn stored_key(key: &str) -> Result<PageKey, StoreError> {
+    key.parse()
+        .map_err(|e| StoreError::Failed(format!("embedded store holds an invalid counter key: {e}")))
 }
 
 /// Only valid values are ever written, so an invalid one means the file was damaged.
@@ -286,6 +584,139 @@ mod tests {
         assert_eq!(servers, [("a", 2), ("b", 2)]);
         assert_eq!(store.latest_hits(10).await.unwrap().len(), 4);
         assert_eq!(store.count_hit_records().await.unwrap(), summary);
+    }
+
+    fn page_hit(key: &str, ts: u64, visitor: Option<u64>) -> PageHitToCount {
+        PageHitToCount {
+            id: HitId::from_uuid(uuid::Uuid::now_v7()).unwrap(),
+            key: key.parse().unwrap(),
+            ts: EpochMillis::new(ts.into()).unwrap(),
+            visitor: visitor.map(super::super::pages::VisitorHash),
+        }
+    }
+
+    #[tokio::test]
+    async fn page_counters_days_and_visitors_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let (day1, day2) = (1_764_028_799_000, 1_764_028_800_000); // either side of midnight
+        let first = page_hit("blog/a", day1, Some(1));
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let batch = vec![
+                first.clone(),
+                page_hit("blog/a", day2, Some(1)),
+                page_hit("blog/b", day2, Some(2)),
+                first.clone(),
+                page_hit("blog/a", day2, Some(1)),
+            ];
+            let recorded: Vec<(u64, u64, bool)> = store
+                .record_page_hits(batch)
+                .await
+                .into_iter()
+                .map(|r| r.map(|r| (r.total, r.today, r.duplicate)).unwrap())
+                .collect();
+            assert_eq!(
+                recorded,
+                [(1, 1, false), (2, 1, false), (1, 1, false), (3, 1, true), (3, 2, false)]
+            );
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let again = store.record_page_hits(vec![first]).await;
+        assert!(again[0].as_ref().unwrap().duplicate);
+
+        let day2 = Day::of(EpochMillis::new(day2.into()).unwrap());
+        let stats = store
+            .page_stats(&"blog/a".parse().unwrap(), DayRange::ending(day2, 3))
+            .await
+            .unwrap();
+        assert_eq!(stats.total, 3);
+        let days: Vec<(String, u64, u64)> = stats
+            .days
+            .iter()
+            .map(|d| (d.day.to_string(), d.hits, d.visitors))
+            .collect();
+        assert_eq!(
+            days,
+            [
+                ("2025-11-23".into(), 0, 0),
+                ("2025-11-24".into(), 1, 1),
+                ("2025-11-25".into(), 2, 1)
+            ]
+        );
+        let overview = store
+            .pages_overview(10, DayRange::ending(day2, 2))
+            .await
+            .unwrap();
+        let top: Vec<(&str, u64)> = overview
+            .top_all_time
+            .iter()
+            .map(|p| (p.key.as_str(), p.hits))
+            .collect();
+        assert_eq!(top, [("blog/a", 3), ("blog/b", 1)]);
+        let today: Vec<(&str, u64)> = overview
+            .top_today
+            .iter()
+            .map(|p| (p.key.as_str(), p.hits))
+            .collect();
+        assert_eq!(today, [("blog/a", 2), ("blog/b", 1)]);
+        let per_day: Vec<u64> = overview.days.iter().map(|d| d.hits).collect();
+        assert_eq!(per_day, [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn ten_thousand_visitors_are_estimated_within_two_percent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let ts = 1_764_028_800_000;
+        // Each visitor twice, in batches like a busy gateway's, hashed as the
+        // gateway hashes them.
+        let salt = super::super::pages::VisitorSalt([7; 32]);
+        let key: PageKey = "hll".parse().unwrap();
+        let hashes: Vec<u64> = (0..10_000u32)
+            .map(|i| {
+                let visitor = counter_api::Visitor {
+                    addr: std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+                    user_agent: "Mozilla/5.0".parse().unwrap(),
+                };
+                crate::visitors::visitor_hash(&salt, &key, &visitor).0
+            })
+            .collect();
+        for chunk in hashes.iter().chain(&hashes).collect::<Vec<_>>().chunks(512) {
+            let batch = chunk
+                .iter()
+                .map(|&&h| page_hit("hll", ts, Some(h)))
+                .collect();
+            for r in store.record_page_hits(batch).await {
+                r.unwrap();
+            }
+        }
+        let day = Day::of(EpochMillis::new(ts.into()).unwrap());
+        let stats = store
+            .page_stats(&key, DayRange::ending(day, 1))
+            .await
+            .unwrap();
+        assert_eq!(stats.total, 20_000);
+        let error = (stats.today.visitors as f64 - 10_000.0) / 10_000.0;
+        println!("10,000 visitors estimated as {} ({:+.2}%)", stats.today.visitors, error * 100.0);
+        assert!(error.abs() < 0.02, "estimate {} is off by {:.2}%", stats.today.visitors, error * 100.0);
+    }
+
+    #[tokio::test]
+    async fn a_days_secret_is_shared_and_forgotten_after_the_next_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let day: Day = "2026-11-25".parse().unwrap();
+        let salt = store.visitor_salt(day).await.unwrap();
+        assert_eq!(store.visitor_salt(day).await.unwrap(), salt);
+        let next = store.visitor_salt(day.plus(1)).await.unwrap();
+        assert_ne!(next, salt);
+        assert_eq!(store.visitor_salt(day).await.unwrap(), salt, "yesterday's stays");
+        store.visitor_salt(day.plus(2)).await.unwrap();
+        assert_ne!(
+            store.visitor_salt(day).await.unwrap(),
+            salt,
+            "a secret two days old is gone for good"
+        );
     }
 
     #[test]

@@ -1,15 +1,19 @@
 //! Where hits and totals live, behind one interface with the tutorial's layout:
 //! `hits` (hit id → server, ts) and `summary` (`total_hits` and one counter per
-//! server).
+//! server), and beside it the named counters ([`pages`]): one total per key, its
+//! history per day and its unique visitors per day.
 
 mod aerospike;
 mod embedded;
+pub mod pages;
 
 use std::future::Future;
 
 use std::collections::HashMap;
 
-use counter_api::{Hit, Recorded, ServerId, Summary};
+use counter_api::{Day, Hit, PageKey, PageRecorded, PageStats, PagesOverview, Recorded, ServerId, Summary};
+
+use self::pages::{DayRange, PageHitToCount, VisitorSalt};
 
 pub use self::aerospike::AerospikeStore;
 pub use self::embedded::EmbeddedStore;
@@ -63,6 +67,37 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         delta: i64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Records a batch of page hits as one group commit, with the same guarantees
+    /// as [`Store::record_hits`]: each new hit adds one to its key's total and to
+    /// the key's count for the hit's UTC day (atomically together, so a key's days
+    /// always sum to its total), and its visitor, if known, to that day's
+    /// HyperLogLog; the n-th new hit on a key gets the key's total after it. A hit
+    /// id already recorded is answered as a duplicate and not counted again.
+    fn record_page_hits(
+        &self,
+        hits: Vec<PageHitToCount>,
+    ) -> impl Future<Output = Vec<Result<PageRecorded, StoreError>>> + Send;
+
+    /// One counter over `days` (a key never hit reads as zeros).
+    fn page_stats(
+        &self,
+        key: &PageKey,
+        days: DayRange,
+    ) -> impl Future<Output = Result<PageStats, StoreError>> + Send;
+
+    /// The `limit` counters with the highest totals, the `limit` with the most
+    /// hits on `days.last`, and all counters' hits on each of `days`.
+    fn pages_overview(
+        &self,
+        limit: usize,
+        days: DayRange,
+    ) -> impl Future<Output = Result<PagesOverview, StoreError>> + Send;
+
+    /// The secret for hashing `day`'s visitors: made at random by the first
+    /// gateway that needs it, the same for every gateway, and forgotten once the
+    /// day is over (secrets of days before yesterday are deleted here).
+    fn visitor_salt(&self, day: Day) -> impl Future<Output = Result<VisitorSalt, StoreError>> + Send;
 
     /// Ok while the store can serve reads and writes.
     fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -1,0 +1,118 @@
+//! Unique visitors without storing anyone.
+//!
+//! A visitor is the client address and User-Agent of a page hit. Before a hit is
+//! queued, the gateway replaces them with a keyed BLAKE3 hash of (counter key,
+//! address, User-Agent) under the day's secret, and only that hash reaches the
+//! store, which feeds it to the day's HyperLogLog and keeps nothing else. The
+//! secret is random, shared by every gateway through the store, and deleted once
+//! the day is over: after that, not even the gateways can tell whether a given
+//! person was among a day's visitors. The counter key is part of the hash, so one
+//! person's visits to two counters cannot be linked either.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use counter_api::{Day, EpochMillis, PageHit, PageKey, Visitor};
+
+use crate::store::pages::{PageHitToCount, VisitorHash, VisitorSalt};
+use crate::store::{Store, StoreError};
+
+pub struct VisitorHasher<S> {
+    store: Arc<S>,
+    salts: Mutex<HashMap<Day, VisitorSalt>>,
+}
+
+impl<S: Store> VisitorHasher<S> {
+    pub fn new(store: Arc<S>) -> Self {
+        Self {
+            store,
+            salts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The hit as the store counts it: its visitor, if any, hashed with the
+    /// secret of the hit's day. A hit stamped outside yesterday..tomorrow (by the
+    /// gateway's clock) is counted, but not as a visitor: its day's secret is gone
+    /// or not due, and making one would keep a secret longer than a day.
+    pub async fn prepare(&self, hit: PageHit, today: Day) -> Result<PageHitToCount, StoreError> {
+        let day = Day::of(hit.ts);
+        let recent = day >= today.minus(1) && day <= today.plus(1);
+        let visitor = match hit.visitor {
+            Some(visitor) if recent => {
+                let salt = self.salt(day, today).await?;
+                Some(visitor_hash(&salt, &hit.key, &visitor))
+            }
+            _ => None,
+        };
+        Ok(PageHitToCount {
+            id: hit.id,
+            key: hit.key,
+            ts: hit.ts,
+            visitor,
+        })
+    }
+
+    async fn salt(&self, day: Day, today: Day) -> Result<VisitorSalt, StoreError> {
+        if let Some(salt) = self.salts.lock().expect("salt cache").get(&day) {
+            return Ok(*salt);
+        }
+        let salt = self.store.visitor_salt(day).await?;
+        let mut salts = self.salts.lock().expect("salt cache");
+        salts.retain(|d, _| *d >= today.minus(1));
+        salts.insert(day, salt);
+        Ok(salt)
+    }
+}
+
+/// The keyed hash of one visitor of one counter on one day.
+pub fn visitor_hash(salt: &VisitorSalt, key: &PageKey, visitor: &Visitor) -> VisitorHash {
+    let mut hasher = blake3::Hasher::new_keyed(&salt.0);
+    hasher.update(key.as_str().as_bytes());
+    hasher.update(&[0]);
+    // One address, one spelling: an IPv4 address seen as IPv4-mapped IPv6 is the
+    // same visitor.
+    let addr = match visitor.addr.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    };
+    hasher.update(&addr.octets());
+    hasher.update(visitor.user_agent.as_str().as_bytes());
+    let digest = hasher.finalize();
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest.as_bytes()[..8]);
+    VisitorHash(u64::from_le_bytes(first))
+}
+
+/// Today by the gateway's clock.
+pub fn today() -> Day {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Day::of(EpochMillis::new(millis as i128).expect("the gateway's clock is between 2001 and 2100"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn visitor(addr: &str, ua: &str) -> Visitor {
+        Visitor {
+            addr: addr.parse().unwrap(),
+            user_agent: ua.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_hash_depends_on_secret_key_address_and_agent() {
+        let (a, b) = (VisitorSalt([1; 32]), VisitorSalt([2; 32]));
+        let key: PageKey = "blog/x".parse().unwrap();
+        let other: PageKey = "blog/y".parse().unwrap();
+        let v = visitor("203.0.113.9", "Firefox");
+        let h = visitor_hash(&a, &key, &v);
+        assert_eq!(h, visitor_hash(&a, &key, &visitor("::ffff:203.0.113.9", "Firefox")));
+        assert_ne!(h, visitor_hash(&b, &key, &v), "a new day is a new visitor");
+        assert_ne!(h, visitor_hash(&a, &other, &v), "counters cannot be linked");
+        assert_ne!(h, visitor_hash(&a, &key, &visitor("203.0.113.10", "Firefox")));
+        assert_ne!(h, visitor_hash(&a, &key, &visitor("203.0.113.9", "Chrome")));
+    }
+}
