@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use counter_api::{InvalidField, ServerId};
 
+use crate::visitor::TrustedProxies;
+
 /// Where the gateway listens when `GATEWAY_URL` is not set: the gateway's own default.
 pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:8081";
 /// Long enough for a group commit under load, short enough that a person still waits.
@@ -21,6 +23,8 @@ pub struct Config {
     pub server_id: ServerId,
     /// The whole gateway call, connect to last byte, must fit in this.
     pub gateway_timeout: Duration,
+    /// Which peers' `X-Forwarded-For` names the client, for unique visitors.
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,11 +39,16 @@ pub enum ConfigError {
     },
     #[error("GATEWAY_TIMEOUT_MS={0:?} is not a whole number of milliseconds between 1 and 600000")]
     Timeout(String),
+    #[error(
+        "TRUSTED_PROXIES={0:?} is not \"*\" or a comma-separated list of IP addresses and CIDR ranges (e.g. 10.0.0.0/8,fd00::/8)"
+    )]
+    TrustedProxies(String),
 }
 
 impl Config {
     /// `GATEWAY_URL`, `SERVER_ID` (else `HOSTNAME`, which Docker sets to the
-    /// container's name, else `localhost`) and `GATEWAY_TIMEOUT_MS`.
+    /// container's name, else `localhost`), `GATEWAY_TIMEOUT_MS` and
+    /// `TRUSTED_PROXIES`.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
     }
@@ -70,10 +79,15 @@ impl Config {
                 .ok_or(ConfigError::Timeout(ms))?,
             None => DEFAULT_GATEWAY_TIMEOUT,
         };
+        let trusted_proxies = match var("TRUSTED_PROXIES") {
+            Some(list) => list.parse().map_err(|()| ConfigError::TrustedProxies(list))?,
+            None => TrustedProxies::default(),
+        };
         Ok(Self {
             gateway,
             server_id,
             gateway_timeout,
+            trusted_proxies,
         })
     }
 }
@@ -164,6 +178,14 @@ mod tests {
         ] {
             assert!(GatewayUrl::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_parsed() {
+        assert!(config(&[("TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8,192.0.2.1")]).is_ok());
+        assert!(config(&[("TRUSTED_PROXIES", "*")]).is_ok());
+        let bad = config(&[("TRUSTED_PROXIES", "10.0.0.0/33")]).unwrap_err();
+        assert!(bad.to_string().contains("CIDR"), "{bad}");
     }
 
     #[test]

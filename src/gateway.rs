@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use counter_api::{ApiError, Hit, LatestHits, Recorded, Summary, paths};
+use counter_api::{
+    ApiError, Hit, LatestHits, PageHit, PageKey, PageRecorded, PageStats, PagesOverview, Recorded,
+    Summary, paths,
+};
 use serde::de::DeserializeOwned;
 use wasi::clocks::monotonic_clock;
 use wasi::http::outgoing_handler;
@@ -71,6 +74,23 @@ impl<'a> Gateway<'a> {
 
     pub fn latest_hits(&self, limit: usize) -> Result<LatestHits, GatewayError> {
         let path = format!("{}?limit={limit}", paths::LATEST_HITS);
+        self.call(Method::Get, &path, None)
+    }
+
+    pub fn record_page_hit(&self, hit: &PageHit) -> Result<PageRecorded, GatewayError> {
+        let body = serde_json::to_vec(hit).expect("a page hit always serialises");
+        self.call(Method::Post, paths::PAGE_HITS, Some(body))
+    }
+
+    /// `days` must be within the gateway's limit (1..=400).
+    pub fn page_stats(&self, key: &PageKey, days: u32) -> Result<PageStats, GatewayError> {
+        // Keys are URL-safe by construction: no escaping needed.
+        let path = format!("{}/{key}?days={days}", paths::PAGES);
+        self.call(Method::Get, &path, None)
+    }
+
+    pub fn pages_overview(&self, limit: usize, days: u32) -> Result<PagesOverview, GatewayError> {
+        let path = format!("{}?limit={limit}&days={days}", paths::PAGES);
         self.call(Method::Get, &path, None)
     }
 

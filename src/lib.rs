@@ -1,14 +1,21 @@
 //! The awesome-counter web tier: a Spin HTTP component.
 //!
-//! Every `GET /` is one page hit. The component names it (a fresh [`HitId`], this
-//! replica's [`ServerId`], the time), hands it to the gateway, and answers with the
-//! grand total the gateway counted it as. The component keeps no state of its own,
-//! so the web tier scales by adding replicas; the gateway owns the data.
+//! Every `GET /` is one hit of the tutorial's counter, and every badge or
+//! `POST /api/pages/<key>` one hit of a named counter. The component names the hit
+//! (a fresh [`HitId`], this replica's [`ServerId`] or the counter key, the time,
+//! the visitor), hands it to the gateway, and answers with the number the gateway
+//! counted it as. The component keeps no state of its own, so the web tier scales
+//! by adding replicas; the gateway owns the data.
 //!
 //! Routes:
 //! - `GET /`: record a hit, answer `Hello World! I have been seen by N.`
-//! - `GET /stats`: an HTML page of the totals and the latest hits (records nothing).
-//! - `GET /api/stats`: the same as JSON (records nothing).
+//! - `GET /stats`: an HTML page of the totals, the latest hits and the top named
+//!   counters (records nothing); `GET /api/stats`: the tutorial's part as JSON.
+//! - `GET /badge/<key>.svg`: count a hit on `<key>` and answer an SVG badge.
+//! - `POST /api/pages/<key>`: count a hit on `<key>`, answer its number as JSON;
+//!   `GET /api/pages/<key>`: read it without counting; `GET /api/pages`: the top
+//!   counters and hits per day.
+//! - `GET /stats/<key>`: one counter's page: totals, history, unique visitors.
 //! - `GET /healthz`: 200 while the component runs and its configuration is valid;
 //!   never calls the gateway.
 //! - anything else: 404, never counted.
@@ -20,10 +27,12 @@ mod gateway;
 mod page_stats_page;
 mod query;
 mod stats_page;
+mod visitor;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use counter_api::{EpochMillis, Hit, HitId, LatestHits, Summary};
+use counter_api::{ApiError, EpochMillis, Hit, HitId, LatestHits, PageHit, PageKey, Summary};
+use serde::Serialize;
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, Method, Response};
 
@@ -32,6 +41,12 @@ use crate::gateway::{Gateway, GatewayError};
 
 /// How many of the newest hits the stats views show.
 const LATEST_HITS_SHOWN: usize = 20;
+/// How many counters the top lists on `/stats` show.
+const TOP_SHOWN: usize = 10;
+/// The history a counter's page charts, and the most days a read may ask for.
+const PAGE_DAYS_SHOWN: u32 = 365;
+const MAX_DAYS: u32 = 400;
+const MAX_TOP: usize = 100;
 
 // Exported only from the wasm build: a native build of this crate exists for the
 // unit tests, and the export's WIT name is not a valid native symbol.
@@ -39,21 +54,26 @@ const LATEST_HITS_SHOWN: usize = 20;
 #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 fn handle(request: IncomingRequest) -> Response {
     let path_with_query = request.path_with_query().unwrap_or_default();
-    let path = path_with_query.split('?').next().unwrap_or_default();
+    let (path, query) = path_with_query
+        .split_once('?')
+        .unwrap_or((&path_with_query, ""));
     let method = request.method();
 
     let Some(route) = Route::from_path(path) else {
         return plain(
             404,
-            "Not found. The counter lives at /, its statistics at /stats.\n",
+            "Not found. The counter lives at /, its statistics at /stats, badges at /badge/<key>.svg.\n",
         );
     };
-    if !matches!(method, Method::Get) {
+    if !route.allows(&method) {
         return Response::builder()
             .status(405)
-            .header("allow", "GET")
+            .header("allow", route.allow())
             .header("content-type", "text/plain; charset=utf-8")
-            .body(format!("Method not allowed: {path} only answers GET.\n"))
+            .body(format!(
+                "Method not allowed: {path} only answers {}.\n",
+                route.allow()
+            ))
             .build();
     }
     // A replica whose configuration is broken is not healthy either.
@@ -64,55 +84,105 @@ fn handle(request: IncomingRequest) -> Response {
             return plain(500, &format!("The counter is misconfigured: {error}\n"));
         }
     };
-    let gateway = Gateway::new(&config);
-    let answer = match route {
-        Route::Healthz => return plain(200, "ok\n"),
-        Route::Counter => count_hit(&gateway, &config),
-        Route::StatsPage => stats(&gateway).map(|(summary, latest)| {
-            html(&stats_page::render(&summary, &latest, &config.server_id))
-        }),
-        Route::StatsJson => stats(&gateway).map(|(summary, latest)| {
-            let body = json!({
-                "total_hits": summary.total_hits,
-                "servers": summary.servers,
-                "latest_hits": latest.hits,
-            });
-            Response::builder()
-                .status(200)
-                .header("content-type", "application/json")
-                .header("cache-control", "no-store")
-                .body(body.to_string())
-                .build()
-        }),
+    let header = |name: &str| {
+        let values = request.headers().get(name);
+        values
+            .first()
+            .map(|value| String::from_utf8_lossy(value).into_owned())
     };
-    answer.unwrap_or_else(|error| unavailable(&error))
+    let gateway = Gateway::new(&config);
+    match route {
+        Route::Healthz => plain(200, "ok\n"),
+        Route::Counter => count_hit(&gateway, &config).unwrap_or_else(|e| unavailable(&e)),
+        Route::StatsPage => stats(&gateway)
+            .and_then(|(summary, latest)| {
+                let pages = gateway.pages_overview(TOP_SHOWN, 30)?;
+                Ok(html(&stats_page::render(
+                    &summary,
+                    &latest,
+                    &config.server_id,
+                    &pages,
+                )))
+            })
+            .unwrap_or_else(|e| unavailable(&e)),
+        Route::StatsJson => stats(&gateway)
+            .map(|(summary, latest)| {
+                json_response(
+                    200,
+                    &json!({
+                        "total_hits": summary.total_hits,
+                        "servers": summary.servers,
+                        "latest_hits": latest.hits,
+                    }),
+                )
+            })
+            .unwrap_or_else(|e| unavailable(&e)),
+        Route::Badge(key) => badge(&gateway, &config, &key, query, &header),
+        Route::PageStatsPage(key) => page_stats_page(&gateway, &key, query),
+        Route::PageApi(key) if matches!(method, Method::Post) => {
+            count_page_hit_api(&gateway, &config, &key, query, &header)
+        }
+        Route::PageApi(key) => read_page_api(&gateway, &key, query),
+        Route::PagesApi => pages_api(&gateway, query),
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Counter,
     StatsPage,
     StatsJson,
     Healthz,
+    /// The raw key of `/badge/<key>.svg`, parsed by the handler so a bad one gets
+    /// a message rather than a 404.
+    Badge(String),
+    PageStatsPage(String),
+    PageApi(String),
+    PagesApi,
 }
 
 impl Route {
     fn from_path(path: &str) -> Option<Self> {
-        match path {
-            "/" | "" => Some(Self::Counter),
-            "/stats" => Some(Self::StatsPage),
-            "/api/stats" => Some(Self::StatsJson),
-            "/healthz" => Some(Self::Healthz),
-            _ => None,
+        let route = match path {
+            "/" | "" => Self::Counter,
+            "/stats" => Self::StatsPage,
+            "/api/stats" => Self::StatsJson,
+            "/api/pages" => Self::PagesApi,
+            "/healthz" => Self::Healthz,
+            _ => {
+                if let Some(rest) = path.strip_prefix("/badge/") {
+                    Self::Badge(rest.strip_suffix(".svg")?.to_owned())
+                } else if let Some(key) = path.strip_prefix("/stats/") {
+                    Self::PageStatsPage(key.to_owned())
+                } else if let Some(key) = path.strip_prefix("/api/pages/") {
+                    Self::PageApi(key.to_owned())
+                } else {
+                    return None;
+                }
+            }
+        };
+        Some(route)
+    }
+
+    fn allow(&self) -> &'static str {
+        match self {
+            Self::PageApi(_) => "GET, POST",
+            _ => "GET",
+        }
+    }
+
+    fn allows(&self, method: &Method) -> bool {
+        match method {
+            Method::Get => true,
+            Method::Post => matches!(self, Self::PageApi(_)),
+            _ => false,
         }
     }
 }
 
 fn count_hit(gateway: &Gateway, config: &Config) -> Result<Response, GatewayError> {
     let hit = Hit {
-        // Version 7: time-ordered like the tutorial's uuid1, but without the MAC
-        // address, and new ids land at the end of the store's key order.
-        id: HitId::from_uuid(uuid::Uuid::now_v7()).expect("a v7 UUID is never nil"),
+        id: new_hit_id(),
         server: config.server_id.clone(),
         ts: now(),
     };
@@ -127,6 +197,181 @@ fn count_hit(gateway: &Gateway, config: &Config) -> Result<Response, GatewayErro
 
 fn stats(gateway: &Gateway) -> Result<(Summary, LatestHits), GatewayError> {
     Ok((gateway.summary()?, gateway.latest_hits(LATEST_HITS_SHOWN)?))
+}
+
+/// `GET /badge/<key>.svg`: counts a hit (unless `count=false`) and draws it.
+fn badge(
+    gateway: &Gateway,
+    config: &Config,
+    key: &str,
+    query: &str,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> Response {
+    let key = match key.parse::<PageKey>() {
+        Ok(key) => key,
+        Err(error) => return plain(400, &format!("Bad counter key in the badge URL: {error}.\n")),
+    };
+    let options = match query::parse(query)
+        .map_err(|e| e.to_string())
+        .and_then(|pairs| badge::BadgeOptions::from_query(&pairs).map_err(|e| e.to_string()))
+    {
+        Ok(options) => options,
+        Err(error) => return plain(400, &format!("Bad badge option: {error}\n")),
+    };
+    let count = if options.count {
+        gateway
+            .record_page_hit(&page_hit(config, key, new_hit_id(), header))
+            .map(|recorded| recorded.total)
+    } else {
+        gateway.page_stats(&key, 1).map(|stats| stats.total)
+    };
+    match count {
+        Ok(count) => Response::builder()
+            .status(200)
+            .header("content-type", "image/svg+xml; charset=utf-8")
+            // Image proxies such as GitHub's camo cache what they may: forbid it,
+            // so every view of a README fetches, and counts, again.
+            .header(
+                "cache-control",
+                "max-age=0, no-cache, no-store, must-revalidate, private",
+            )
+            .header("pragma", "no-cache")
+            .header("expires", "0")
+            // Opened on its own, the SVG is a document: it may run nothing.
+            .header(
+                "content-security-policy",
+                "default-src 'none'; style-src 'unsafe-inline'",
+            )
+            .header("x-content-type-options", "nosniff")
+            .body(badge::render(&options, count))
+            .build(),
+        Err(error) => unavailable(&error),
+    }
+}
+
+/// `POST /api/pages/<key>`: counts a hit. An `Idempotency-Key` header holding a
+/// UUID names the hit, so a client that retries it is counted once.
+fn count_page_hit_api(
+    gateway: &Gateway,
+    config: &Config,
+    key: &str,
+    query: &str,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> Response {
+    let key = match key.parse::<PageKey>() {
+        Ok(key) => key,
+        Err(error) => return json_error(400, "invalid_key", &error.to_string()),
+    };
+    if let Err(error) = query::parse(query).and_then(|pairs| query::reject_unknown(&pairs, &[])) {
+        return json_error(400, "invalid_query", &error.to_string());
+    }
+    let id = match header("idempotency-key") {
+        None => new_hit_id(),
+        Some(value) => match value.trim().parse::<HitId>() {
+            Ok(id) => id,
+            Err(error) => {
+                return json_error(
+                    400,
+                    "invalid_idempotency_key",
+                    &format!("Idempotency-Key must be a UUID: {error}"),
+                );
+            }
+        },
+    };
+    match gateway.record_page_hit(&page_hit(config, key, id, header)) {
+        Ok(recorded) => json_response(if recorded.duplicate { 200 } else { 201 }, &recorded),
+        Err(error) => json_unavailable(&error),
+    }
+}
+
+/// `GET /api/pages/<key>?days=N`: the counter without counting.
+fn read_page_api(gateway: &Gateway, key: &str, query: &str) -> Response {
+    let key = match key.parse::<PageKey>() {
+        Ok(key) => key,
+        Err(error) => return json_error(400, "invalid_key", &error.to_string()),
+    };
+    let days = match query::parse(query).map_err(|e| e.to_string()).and_then(|pairs| {
+        query::reject_unknown(&pairs, &["days"]).map_err(|e| e.to_string())?;
+        number_param(&pairs, "days", 30, MAX_DAYS as usize)
+    }) {
+        Ok(days) => days as u32,
+        Err(message) => return json_error(400, "invalid_query", &message),
+    };
+    match gateway.page_stats(&key, days) {
+        Ok(stats) => json_response(200, &stats),
+        Err(error) => json_unavailable(&error),
+    }
+}
+
+/// `GET /api/pages?limit=N&days=D`: the top counters and all hits per day.
+fn pages_api(gateway: &Gateway, query: &str) -> Response {
+    let params = query::parse(query).map_err(|e| e.to_string()).and_then(|pairs| {
+        query::reject_unknown(&pairs, &["limit", "days"]).map_err(|e| e.to_string())?;
+        Ok((
+            number_param(&pairs, "limit", TOP_SHOWN, MAX_TOP)?,
+            number_param(&pairs, "days", 30, MAX_DAYS as usize)?,
+        ))
+    });
+    let (limit, days) = match params {
+        Ok(params) => params,
+        Err(message) => return json_error(400, "invalid_query", &message),
+    };
+    match gateway.pages_overview(limit, days as u32) {
+        Ok(overview) => json_response(200, &overview),
+        Err(error) => json_unavailable(&error),
+    }
+}
+
+/// `GET /stats/<key>`: one counter's page.
+fn page_stats_page(gateway: &Gateway, key: &str, query: &str) -> Response {
+    let key = match key.parse::<PageKey>() {
+        Ok(key) => key,
+        Err(error) => return plain(400, &format!("Bad counter key: {error}.\n")),
+    };
+    if let Err(error) = query::parse(query).and_then(|pairs| query::reject_unknown(&pairs, &[])) {
+        return plain(400, &format!("{error}\n"));
+    }
+    match gateway.page_stats(&key, PAGE_DAYS_SHOWN) {
+        Ok(stats) => html(&page_stats_page::render(&stats)),
+        Err(error) => unavailable(&error),
+    }
+}
+
+fn page_hit(
+    config: &Config,
+    key: PageKey,
+    id: HitId,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> PageHit {
+    PageHit {
+        id,
+        key,
+        ts: now(),
+        visitor: visitor::visitor(header, &config.trusted_proxies),
+    }
+}
+
+/// A whole number parameter from 1 to `max`, `default` when absent.
+fn number_param(
+    pairs: &[(String, String)],
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, String> {
+    match query::one(pairs, name).map_err(|e| e.to_string())? {
+        None => Ok(default),
+        Some(value) => value
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| format!("{name} must be a whole number from 1 to {max}, not {value:?}")),
+    }
+}
+
+/// Version 7: time-ordered like the tutorial's uuid1, but without the MAC
+/// address, and new ids land at the end of the store's key order.
+fn new_hit_id() -> HitId {
+    HitId::from_uuid(uuid::Uuid::now_v7()).expect("a v7 UUID is never nil")
 }
 
 fn now() -> EpochMillis {
@@ -150,6 +395,40 @@ fn unavailable(error: &GatewayError) -> Response {
             "The counter is unavailable right now ({}). Please retry in a moment.\n",
             error.short()
         ))
+        .build()
+}
+
+/// [`unavailable`] for the JSON API.
+fn json_unavailable(error: &GatewayError) -> Response {
+    eprintln!("gateway call failed: {error}");
+    let mut response = json_error(
+        503,
+        "unavailable",
+        &format!(
+            "the counter is unavailable right now ({}); retry in a moment",
+            error.short()
+        ),
+    );
+    response.set_header("retry-after", "1");
+    response
+}
+
+fn json_error(status: u16, error: &str, message: &str) -> Response {
+    json_response(
+        status,
+        &ApiError {
+            error: error.to_owned(),
+            message: message.to_owned(),
+        },
+    )
+}
+
+fn json_response(status: u16, body: &impl Serialize) -> Response {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(serde_json::to_string(body).expect("answers always serialise"))
         .build()
 }
 
@@ -180,7 +459,19 @@ mod tests {
         assert_eq!(Route::from_path("/stats"), Some(Route::StatsPage));
         assert_eq!(Route::from_path("/api/stats"), Some(Route::StatsJson));
         assert_eq!(Route::from_path("/favicon.ico"), None);
-        assert_eq!(Route::from_path("/stats/"), None);
+        assert_eq!(Route::from_path("/stats/"), Some(Route::PageStatsPage(String::new())));
         assert_eq!(Route::from_path("/index.html"), None);
+        assert_eq!(
+            Route::from_path("/badge/github.com/o/r.svg"),
+            Some(Route::Badge("github.com/o/r".into()))
+        );
+        assert_eq!(Route::from_path("/badge/x.png"), None);
+        assert_eq!(
+            Route::from_path("/api/pages/blog/x"),
+            Some(Route::PageApi("blog/x".into()))
+        );
+        assert_eq!(Route::from_path("/api/pages"), Some(Route::PagesApi));
+        assert!(Route::PageApi(String::new()).allows(&spin_sdk::http::Method::Post));
+        assert!(!Route::Counter.allows(&spin_sdk::http::Method::Post));
     }
 }

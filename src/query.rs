@@ -98,7 +98,9 @@ fn decode(part: &str) -> Result<String, QueryError> {
 }
 
 fn hex_value(digit: u8) -> u8 {
-    char::from(digit).to_digit(16).map_or(0, |value| value as u8)
+    char::from(digit)
+        .to_digit(16)
+        .map_or(0, |value| value as u8)
 }
 
 /// The broken escape as the person wrote it: the `%` and up to two characters
@@ -142,11 +144,7 @@ mod tests {
             parse("label=%E2%9C%93%c3%a9"),
             Ok(pairs(&[("label", "✓é")]))
         );
-        assert_eq!(
-            parse("label=✓"),
-            Ok(pairs(&[("label", "✓")])),
-            "raw UTF-8"
-        );
+        assert_eq!(parse("label=✓"), Ok(pairs(&[("label", "✓")])), "raw UTF-8");
     }
 
     #[test]

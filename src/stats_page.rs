@@ -2,37 +2,32 @@
 //!
 //! Plain server-rendered HTML with inline CSS and no scripts or external assets, so
 //! it works offline and behind any proxy. It refreshes itself every few seconds.
+//!
+//! What the component's other pages and images share lives here too: the page
+//! head and stylesheet ([`page_start`]), [`escape`] and [`thousands`].
 
 use std::fmt::Write;
 
-use counter_api::{LatestHits, ServerId, Summary};
+use counter_api::{LatestHits, PageTotal, PagesOverview, ServerId, Summary};
 
-pub fn render(summary: &Summary, latest: &LatestHits, this_server: &ServerId) -> String {
-    let mut page = String::with_capacity(8 * 1024);
+use crate::chart;
+
+pub fn render(
+    summary: &Summary,
+    latest: &LatestHits,
+    this_server: &ServerId,
+    pages: &PagesOverview,
+) -> String {
+    let mut page = String::with_capacity(16 * 1024);
     let most = summary.servers.iter().map(|s| s.total).max().unwrap_or(0);
+    page_start(
+        &mut page,
+        &format!("awesome-counter: {} hits", summary.total_hits),
+        Some(5),
+    );
     let _ = write!(
         page,
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="refresh" content="5">
-<title>awesome-counter: {total} hits</title>
-<style>
-body {{ font: 16px/1.4 system-ui, sans-serif; margin: 2rem auto; max-width: 48rem; padding: 0 1rem; color: #1d2330; }}
-h1 {{ font-size: 1.4rem; margin-bottom: .2rem; }}
-.total {{ font-size: 3rem; font-weight: 700; margin: .5rem 0 1.5rem; }}
-table {{ border-collapse: collapse; width: 100%; margin-bottom: 2rem; }}
-th, td {{ text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #e3e6ec; }}
-td.n {{ text-align: right; font-variant-numeric: tabular-nums; width: 6rem; }}
-.bar {{ background: #4f7cff; height: .8rem; border-radius: .2rem; min-width: 2px; }}
-.muted {{ color: #6b7280; font-size: .9rem; }}
-code {{ font-size: .85rem; }}
-</style>
-</head>
-<body>
-<h1>awesome-counter</h1>
+        r#"<h1>awesome-counter</h1>
 <div class="muted">Page hits recorded across all app servers. This page was served by <code>{this}</code> and refreshes every 5&nbsp;s.</div>
 <div class="total">{total}</div>
 <h2>Hits per app server</h2>
@@ -68,12 +63,95 @@ code {{ font-size: .85rem; }}
             id = hit.id,
         );
     }
-    page.push_str("</table>\n<div class=\"muted\">JSON: <a href=\"/api/stats\">/api/stats</a></div>\n</body>\n</html>\n");
+    page.push_str("</table>\n");
+    named_counters(&mut page, pages);
+    page.push_str("<div class=\"muted\">JSON: <a href=\"/api/stats\">/api/stats</a></div>\n</body>\n</html>\n");
     page
 }
 
-/// Server ids are user-chosen strings; they must not become markup.
-fn escape(text: &str) -> String {
+/// The named counters at a glance, below the tutorial's counter.
+fn named_counters(page: &mut String, pages: &PagesOverview) {
+    if pages.top_all_time.is_empty() {
+        page.push_str(
+            "<h2>Named counters</h2>\n<p class=\"muted\">No named counters yet. A counter starts with its first hit: \
+             show <code>/badge/&lt;key&gt;.svg</code> as an image on a page, or send \
+             <code>POST /api/pages/&lt;key&gt;</code>.</p>\n",
+        );
+        return;
+    }
+    let days: Vec<_> = pages.days.iter().map(|d| (d.day, d.hits)).collect();
+    page.push_str("<h2>Hits per day (all counters)</h2>\n");
+    page.push_str(&chart::daily_bars(
+        &days,
+        &format!("Hits per day on all counters, last {} days", days.len()),
+    ));
+    page.push_str("<h2>Top counters, all time</h2>\n");
+    counter_table(page, &pages.top_all_time, "No hits yet.");
+    page.push_str("<h2>Top counters today (UTC)</h2>\n");
+    counter_table(page, &pages.top_today, "No hits today yet.");
+}
+
+fn counter_table(page: &mut String, counters: &[PageTotal], when_empty: &str) {
+    page.push_str("<table>\n<tr><th>Counter</th><th class=\"n\">Hits</th></tr>\n");
+    if counters.is_empty() {
+        let _ = writeln!(
+            page,
+            r#"<tr><td colspan="2" class="muted">{when_empty}</td></tr>"#
+        );
+    }
+    for counter in counters {
+        let key = escape(counter.key.as_str());
+        let _ = writeln!(
+            page,
+            r#"<tr><td><a href="/stats/{key}"><code>{key}</code></a></td><td class="n">{hits}</td></tr>"#,
+            hits = thousands(counter.hits),
+        );
+    }
+    page.push_str("</table>\n");
+}
+
+/// Everything before a page's content, through `<body>`: the one stylesheet all
+/// the component's pages share.
+pub(crate) fn page_start(page: &mut String, title: &str, refresh_seconds: Option<u32>) {
+    let refresh = refresh_seconds
+        .map(|s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">\n"))
+        .unwrap_or_default();
+    let _ = write!(
+        page,
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+{refresh}<title>{title}</title>
+<style>
+body {{ font: 16px/1.4 system-ui, sans-serif; margin: 2rem auto; max-width: 48rem; padding: 0 1rem; color: #1d2330; }}
+h1 {{ font-size: 1.4rem; margin-bottom: .2rem; overflow-wrap: anywhere; }}
+.total {{ font-size: 3rem; font-weight: 700; margin: .5rem 0 1.5rem; }}
+table {{ border-collapse: collapse; width: 100%; margin-bottom: 2rem; }}
+th, td {{ text-align: left; padding: .3rem .5rem; border-bottom: 1px solid #e3e6ec; }}
+td.n, th.n {{ text-align: right; font-variant-numeric: tabular-nums; width: 6rem; }}
+td a {{ overflow-wrap: anywhere; }}
+div.bar {{ background: #4f7cff; height: .8rem; border-radius: .2rem; min-width: 2px; }}
+svg.chart {{ display: block; margin: .5rem 0 2rem; }}
+.muted {{ color: #6b7280; font-size: .9rem; }}
+.today {{ display: flex; flex-wrap: wrap; gap: .5rem 2.5rem; margin-bottom: 1.5rem; }}
+.today b {{ display: block; font-size: 1.6rem; font-variant-numeric: tabular-nums; }}
+.box {{ border: 1px solid #e3e6ec; border-radius: .5rem; padding: 0 1rem; margin-bottom: 2rem; }}
+pre {{ background: #f4f5f8; padding: .5rem; overflow-x: auto; }}
+code {{ font-size: .85rem; }}
+h1 code {{ font-size: inherit; }}
+</style>
+</head>
+<body>
+"#,
+        title = escape(title),
+    );
+}
+
+/// Text for HTML or SVG, in content or in a quoted attribute: server ids, labels
+/// and captions are chosen by people and must not become markup.
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -86,6 +164,19 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// `12,345,678`: counts on the pages and badges are read by people.
+pub(crate) fn thousands(count: u64) -> String {
+    let digits = count.to_string();
+    let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
 }
 
 /// `2026-11-24 20:41:07.123`, without pulling a date crate into the component.
@@ -113,7 +204,7 @@ fn utc(millis: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use counter_api::{Hit, ServerTotal};
+    use counter_api::{Day, DayHits, Hit, ServerTotal};
 
     use super::*;
 
@@ -147,7 +238,7 @@ mod tests {
                 ts: counter_api::EpochMillis::new(1_450_220_086_392).unwrap(),
             }],
         };
-        let page = render(&summary, &latest, &evil);
+        let page = render(&summary, &latest, &evil, &PagesOverview::default());
         assert!(page.contains(r#"<div class="total">33</div>"#));
         assert!(
             page.contains("width:32.0%"),
@@ -156,5 +247,91 @@ mod tests {
         assert!(page.contains("2015-12-15 22:54:46.392"));
         assert!(!page.contains("<script>"), "server ids must be escaped");
         assert!(page.contains("&lt;script&gt;"));
+        assert!(
+            page.contains("No named counters yet") && page.contains("/badge/&lt;key&gt;.svg"),
+            "explains how to make a named counter"
+        );
+        assert!(chart::charts_in(&page).is_empty());
+    }
+
+    #[test]
+    fn page_shows_named_counters() {
+        let first: Day = "2026-03-01".parse().unwrap();
+        let total = |key: &str, hits| PageTotal {
+            key: key.parse().unwrap(),
+            hits,
+        };
+        let pages = PagesOverview {
+            top_all_time: vec![
+                total("blog/2026/hello", 1_234_567),
+                total("github.com/o/r", 9),
+            ],
+            top_today: vec![total("github.com/o/r", 4)],
+            days: (0..30)
+                .map(|i| DayHits {
+                    day: Day::from_days_since_epoch(first.days_since_epoch() + i).unwrap(),
+                    hits: u64::from(i) * 10,
+                })
+                .collect(),
+        };
+        let summary = Summary {
+            total_hits: 0,
+            servers: vec![],
+        };
+        let this: ServerId = "web-1".parse().unwrap();
+        let page = render(&summary, &LatestHits { hits: vec![] }, &this, &pages);
+
+        assert!(!page.contains("No named counters yet"));
+        let sections = [
+            "<h2>Hits per day (all counters)</h2>",
+            "<h2>Top counters, all time</h2>",
+            "<h2>Top counters today (UTC)</h2>",
+        ];
+        let positions: Vec<usize> = sections.iter().map(|s| page.find(s).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "in this order");
+        assert!(page.find("<h2>Latest hits</h2>").unwrap() < positions[0]);
+
+        let charts = chart::charts_in(&page);
+        assert_eq!(charts.len(), 1);
+        assert_eq!(chart::bar_count(charts[0]), 30);
+
+        let top = &page[positions[1]..positions[2]];
+        assert!(top.contains(
+            r#"<a href="/stats/blog/2026/hello"><code>blog/2026/hello</code></a></td><td class="n">1,234,567</td>"#
+        ));
+        assert!(top.find("blog/2026/hello").unwrap() < top.find("github.com/o/r").unwrap());
+        let today = &page[positions[2]..];
+        assert!(today.contains(r#"<a href="/stats/github.com/o/r">"#));
+        assert!(!today.contains("blog/2026/hello"));
+
+        let quiet = PagesOverview {
+            top_today: vec![],
+            ..pages
+        };
+        let page = render(&summary, &LatestHits { hits: vec![] }, &this, &quiet);
+        assert!(page.contains("No hits today yet."));
+    }
+
+    #[test]
+    fn thousands_separators() {
+        for (count, text) in [
+            (0, "0"),
+            (999, "999"),
+            (1_000, "1,000"),
+            (12_345, "12,345"),
+            (123_456, "123,456"),
+            (1_234_567, "1,234,567"),
+            (u64::MAX, "18,446,744,073,709,551,615"),
+        ] {
+            assert_eq!(thousands(count), text);
+        }
+    }
+
+    #[test]
+    fn escapes_all_five_characters() {
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

@@ -1,0 +1,527 @@
+//! Named counters through the whole path: HTTP client → web component in wasmtime
+//! → gateway → store. Badges, the JSON API, daily history, unique visitors and
+//! the stats pages, on both stores.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use counter_api::{PageRecorded, PageStats, PagesOverview};
+use e2e::{Backend, Counter, http_client, on_every_backend};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+on_every_backend!(
+    hits_on_many_keys_get_exact_numbers_and_days_add_up,
+    a_retried_hit_is_counted_once,
+    bad_keys_and_options_are_refused_and_count_nothing,
+    badges_are_escaped_uncached_and_readable,
+    unique_visitors_are_estimated_and_nobody_is_stored,
+    stats_pages_show_top_counters_and_charts,
+    counts_survive_a_gateway_restart,
+);
+
+/// Keys of this test run only: the Aerospike cluster is shared and keeps data.
+fn run_prefix() -> String {
+    format!("e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+async fn post_hit(client: &reqwest::Client, web: &str, key: &str) -> PageRecorded {
+    let response = client
+        .post(format!("{web}/api/pages/{key}"))
+        .send()
+        .await
+        .expect("POST /api/pages/<key>");
+    let status = response.status();
+    let body = response.text().await.expect("body");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    serde_json::from_str(&body).expect("a PageRecorded")
+}
+
+/// The exact count a badge shows in its title, e.g. `hits: 1,234`.
+fn badge_count(svg: &str) -> u64 {
+    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("{e}: {svg}"));
+    let title = doc
+        .descendants()
+        .find(|n| n.has_tag_name("title"))
+        .and_then(|n| n.text())
+        .expect("a badge has a title");
+    title
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("no count in {title:?}"))
+}
+
+async fn badge(client: &reqwest::Client, web: &str, key: &str, query: &str) -> String {
+    let response = client
+        .get(format!("{web}/badge/{key}.svg{query}"))
+        .send()
+        .await
+        .expect("GET /badge");
+    let status = response.status();
+    let body = response.text().await.expect("body");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn stats(client: &reqwest::Client, web: &str, key: &str, days: u32) -> PageStats {
+    let response = client
+        .get(format!("{web}/api/pages/{key}?days={days}"))
+        .send()
+        .await
+        .expect("GET /api/pages/<key>");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("PageStats")
+}
+
+async fn hits_on_many_keys_get_exact_numbers_and_days_add_up(backend: Backend) {
+    const HITS: usize = 1200;
+    const KEYS: usize = 12;
+    const CLIENTS: usize = 16;
+    let counter = Counter::start(backend, 2).await;
+    let prefix = run_prefix();
+    let keys: Arc<Vec<String>> = Arc::new((0..KEYS).map(|k| format!("{prefix}/k{k}")).collect());
+    let urls: Arc<Vec<String>> = Arc::new(counter.webs.iter().map(|w| w.url.clone()).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+
+    let clients = (0..CLIENTS).map(|_| {
+        let (keys, urls, next) = (keys.clone(), urls.clone(), next.clone());
+        tokio::spawn(async move {
+            let client = http_client();
+            let mut seen = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= HITS {
+                    return seen;
+                }
+                // Uneven keys (key k gets a share that grows with k), both
+                // replicas, and badges and the JSON API alike.
+                let key = &keys[(i * i) % KEYS];
+                let url = &urls[i % urls.len()];
+                let n = if i % 2 == 0 {
+                    badge_count(&badge(&client, url, key, "").await)
+                } else {
+                    post_hit(&client, url, key).await.total
+                };
+                seen.push((key.clone(), n));
+            }
+        })
+    });
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for seen in futures::future::join_all(clients).await {
+        for (key, n) in seen.expect("client task") {
+            per_key.entry(key).or_default().push(n);
+        }
+    }
+    let client = http_client();
+    let mut counted = 0;
+    for (key, mut numbers) in per_key {
+        numbers.sort_unstable();
+        let n = numbers.len() as u64;
+        assert!(
+            numbers == (1..=n).collect::<Vec<_>>(),
+            "{key}: the {n} hits were not answered exactly 1..={n}: {numbers:?}"
+        );
+        let stats = stats(&client, &counter.webs[0].url, &key, 400).await;
+        assert_eq!(stats.total, n, "{key}");
+        assert_eq!(stats.today.hits, n, "{key}: every hit was today");
+        assert_eq!(stats.days.len(), 400);
+        assert_eq!(
+            stats.days.iter().map(|d| d.hits).sum::<u64>(),
+            stats.total,
+            "{key}: the days add up to the total"
+        );
+        counted += n;
+    }
+    assert_eq!(counted, HITS as u64);
+
+    // The tutorial's counter is a counter of its own: untouched.
+    let summary = counter.gateway.summary().await;
+    assert_eq!(
+        counter.server_totals(&summary),
+        counter.server_totals(&counter.baseline)
+    );
+    assert!(counter.gateway.audit().await.consistent || backend == Backend::Aerospike);
+}
+
+async fn a_retried_hit_is_counted_once(backend: Backend) {
+    let counter = Counter::start(backend, 1).await;
+    let web = &counter.webs[0].url;
+    let key = format!("{}/retried", run_prefix());
+    let client = http_client();
+    let id = uuid::Uuid::new_v4().to_string();
+    let post = |id: String| {
+        let (client, url) = (client.clone(), format!("{web}/api/pages/{key}"));
+        async move {
+            let response = client
+                .post(url)
+                .header("Idempotency-Key", id)
+                .send()
+                .await
+                .expect("POST");
+            let status = response.status();
+            (status, response.json::<Value>().await.expect("JSON"))
+        }
+    };
+    let (status, first) = post(id.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!(first["total"], 1);
+    // The same id again, also spelled in upper case, and 20 at once.
+    let (status, again) = post(id.to_uppercase()).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["total"], 1);
+    let retries = futures::future::join_all((0..20).map(|_| post(id.clone()))).await;
+    assert!(retries.iter().all(|(s, b)| *s == StatusCode::OK && b["duplicate"] == true));
+    // A new id counts.
+    let (status, second) = post(uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(second["total"], 2);
+
+    let (status, bad) = post("not-a-uuid".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad["error"], "invalid_idempotency_key");
+    assert!(bad["message"].as_str().unwrap().contains("UUID"), "{bad}");
+    assert_eq!(stats(&client, web, &key, 1).await.total, 2);
+}
+
+async fn bad_keys_and_options_are_refused_and_count_nothing(backend: Backend) {
+    let counter = Counter::start(backend, 1).await;
+    let web = &counter.webs[0].url;
+    let client = http_client();
+    let key = format!("{}/refused", run_prefix());
+    let long = "k".repeat(201);
+
+    // (method, path, status, what the message must say)
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("GET", "/badge/a%20b.svg".into(), 400, "A-Z a-z 0-9"),
+        ("GET", "/badge/a<b>.svg".into(), 400, "not allowed"),
+        ("GET", "/badge/a//b.svg".into(), 400, "segment"),
+        ("GET", "/badge/a/.svg".into(), 400, "segment"),
+        ("GET", format!("/badge/{long}.svg"), 400, "at most 200"),
+        ("GET", format!("/badge/{key}.svg?style=3d"), 400, "flat"),
+        ("GET", format!("/badge/{key}.svg?color=javascript:alert(1)"), 400, "brightgreen"),
+        ("GET", format!("/badge/{key}.svg?labelcolour=red"), 400, "unknown parameter"),
+        ("GET", format!("/badge/{key}.svg?count=maybe"), 400, "true or false"),
+        ("GET", format!("/badge/{key}.svg?label=a&label=b"), 400, "more than once"),
+        ("GET", format!("/badge/{key}.svg?label=%ZZ"), 400, "percent"),
+        ("POST", "/api/pages/a%20b".into(), 400, "A-Z a-z 0-9"),
+        ("POST", format!("/api/pages/{key}?x=1"), 400, "unknown parameter"),
+        ("GET", format!("/api/pages/{key}?days=0"), 400, "from 1 to 400"),
+        ("GET", format!("/api/pages/{key}?days=401"), 400, "from 1 to 400"),
+        ("GET", "/api/pages?limit=1000".into(), 400, "from 1 to 100"),
+        ("GET", "/api/pages?top=3".into(), 400, "unknown parameter"),
+        ("GET", "/stats/a%20b".into(), 400, "A-Z a-z 0-9"),
+        ("PUT", format!("/api/pages/{key}"), 405, "GET, POST"),
+        ("POST", format!("/badge/{key}.svg"), 405, "only answers GET"),
+    ];
+    for (method, path, status, says) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client
+            .request(method.clone(), format!("{web}{path}"))
+            .send()
+            .await
+            .expect("request");
+        let got = response.status().as_u16();
+        let json = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v == "application/json");
+        let body = response.text().await.unwrap();
+        assert_eq!(got, status, "{method} {path}: {body}");
+        assert!(body.contains(says), "{method} {path}: {body:?} should say {says:?}");
+        if path.starts_with("/api/") && status == 400 {
+            assert!(json, "{path}: the JSON API answers errors as JSON");
+            let error: Value = serde_json::from_str(&body).unwrap();
+            assert!(error["error"].is_string() && error["message"].is_string());
+        }
+    }
+    assert_eq!(
+        stats(&client, web, &key, 1).await.total,
+        0,
+        "no refused request counted a hit"
+    );
+
+    // The gateway refuses bad page hits on its own too.
+    let gateway = &counter.gateway.url;
+    for (body, says) in [
+        (r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a b","ts":1732000000000}"#, "not allowed"),
+        (r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a","ts":1732000000}"#, "out of range"),
+        (r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a","ts":1732000000000,"visitor":{"addr":"nope","user_agent":"x"}}"#, "invalid IP"),
+        (r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a","ts":1732000000000,"server":"x"}"#, "unknown field"),
+    ] {
+        let response = client
+            .post(format!("{gateway}/v1/page-hits"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"], "invalid_page_hit");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+    }
+}
+
+async fn badges_are_escaped_uncached_and_readable(backend: Backend) {
+    let counter = Counter::start(backend, 1).await;
+    let web = &counter.webs[0].url;
+    let client = http_client();
+    let key = format!("{}/badge", run_prefix());
+
+    let response = client
+        .get(format!(
+            "{web}/badge/{key}.svg?label=%3Cscript%3Ealert(1)%3C%2Fscript%3E%22%2F%3E&color=orange&style=flat-square"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "image/svg+xml; charset=utf-8");
+    let cache = headers["cache-control"].to_str().unwrap();
+    for directive in ["no-cache", "no-store", "max-age=0", "must-revalidate"] {
+        assert!(cache.contains(directive), "cache-control {cache:?} lacks {directive}");
+    }
+    let svg = response.text().await.unwrap();
+    let doc = roxmltree::Document::parse(&svg).expect("the badge is well-formed XML");
+    assert!(
+        !doc.descendants().any(|n| n.has_tag_name("script")),
+        "markup in the label must stay text: {svg}"
+    );
+    assert!(
+        doc.descendants()
+            .any(|n| n.text() == Some("<script>alert(1)</script>\"/>")),
+        "the label is shown as text: {svg}"
+    );
+    assert_eq!(badge_count(&svg), 1);
+
+    // Showing without counting, in every style.
+    for style in ["flat", "flat-square", "plastic", "for-the-badge"] {
+        let svg = badge(&client, web, &key, &format!("?count=false&style={style}")).await;
+        assert_eq!(badge_count(&svg), 1, "{style}");
+    }
+
+    // A large count is abbreviated, with the exact one in the title.
+    let rest = 1233;
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks = (0..16).map(|_| {
+        let (client, url, next) = (client.clone(), format!("{web}/api/pages/{key}"), next.clone());
+        tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::SeqCst) < rest {
+                let status = client.post(&url).send().await.unwrap().status();
+                assert_eq!(status, StatusCode::CREATED);
+            }
+        })
+    });
+    for task in futures::future::join_all(tasks).await {
+        task.unwrap();
+    }
+    let svg = badge(&client, web, &key, "?count=false").await;
+    assert_eq!(badge_count(&svg), 1234);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    assert!(
+        doc.descendants().any(|n| n.text() == Some("1.2k")),
+        "1,234 shows as 1.2k: {svg}"
+    );
+}
+
+async fn unique_visitors_are_estimated_and_nobody_is_stored(backend: Backend) {
+    const VISITORS: u32 = 10_000;
+    const REPEATS: u32 = 1_000;
+    const AGENT: &str = "e2e-agent-3f9c1d/1.0";
+    let counter = Counter::start_with(backend, 1, &[], &[("TRUSTED_PROXIES", "*")]).await;
+    let web = counter.webs[0].url.clone();
+    let key = format!("{}/visitors", run_prefix());
+    let next = Arc::new(AtomicUsize::new(0));
+    // Visitor i is 198.18.x.y; the first REPEATS come back once more.
+    let tasks = (0..32).map(|_| {
+        let (client, url, next) = (http_client(), format!("{web}/api/pages/{key}"), next.clone());
+        tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst) as u32;
+                if i >= VISITORS + REPEATS {
+                    return;
+                }
+                let visitor = std::net::Ipv4Addr::from(0xc612_0000 + i % VISITORS);
+                let response = client
+                    .post(&url)
+                    .header("x-forwarded-for", format!("10.9.9.9, {visitor}"))
+                    .header("user-agent", AGENT)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::CREATED);
+            }
+        })
+    });
+    for task in futures::future::join_all(tasks).await {
+        task.unwrap();
+    }
+    let client = http_client();
+    let today = stats(&client, &web, &key, 1).await.today;
+    assert_eq!(today.hits, u64::from(VISITORS + REPEATS));
+    let error = (today.visitors as f64 - f64::from(VISITORS)) / f64::from(VISITORS);
+    println!(
+        "{backend:?}: {VISITORS} visitors ({REPEATS} of them twice) estimated as {} ({:+.2}%)",
+        today.visitors,
+        error * 100.0
+    );
+    assert!(error.abs() <= 0.02, "estimate {} is off by {:+.2}%", today.visitors, error * 100.0);
+
+    // Without a trusted proxy, X-Forwarded-For is anybody's say: not a visitor.
+    let untrusted = e2e::Web::start(&counter.gateway.url, "untrusted", counter.dir.path(), &[]).await;
+    let key2 = format!("{key}-untrusted");
+    let response = client
+        .post(format!("{}/api/pages/{key2}", untrusted.url))
+        .header("x-forwarded-for", "203.0.113.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let today = stats(&client, &web, &key2, 1).await.today;
+    assert_eq!((today.hits, today.visitors), (1, 0));
+    untrusted.stop().await;
+
+    // Nothing of the visitors is stored: not their addresses, not their agent.
+    if backend == Backend::Embedded {
+        let file = std::fs::read(counter.dir.path().join("data/counter.redb")).unwrap();
+        let contains = |needle: &[u8]| file.windows(needle.len()).any(|w| w == needle);
+        assert!(!contains(AGENT.as_bytes()), "the User-Agent is in the store file");
+        for i in [0, 1, 4242, VISITORS - 1] {
+            let addr = std::net::Ipv4Addr::from(0xc612_0000 + i).to_string();
+            assert!(!contains(addr.as_bytes()), "{addr} is in the store file");
+        }
+    }
+}
+
+async fn stats_pages_show_top_counters_and_charts(backend: Backend) {
+    let counter = Counter::start(backend, 1).await;
+    let web = &counter.webs[0].url;
+    let client = http_client();
+    let prefix = run_prefix();
+    // Keys far above anything else on a shared cluster, so they top the lists.
+    let hits = [("most", 30), ("middle", 20), ("least", 10)];
+    for (name, n) in hits {
+        for _ in 0..n {
+            post_hit(&client, web, &format!("{prefix}/{name}")).await;
+        }
+    }
+    let overview: PagesOverview = client
+        .get(format!("{web}/api/pages?limit=100&days=7"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ours: Vec<(String, u64)> = overview
+        .top_today
+        .iter()
+        .filter(|p| p.key.as_str().starts_with(&prefix))
+        .map(|p| (p.key.to_string(), p.hits))
+        .collect();
+    assert_eq!(
+        ours,
+        hits.map(|(name, n)| (format!("{prefix}/{name}"), n)).to_vec()
+    );
+    assert_eq!(overview.days.len(), 7);
+    assert!(overview.days.last().unwrap().hits >= 60);
+
+    let page = client.get(format!("{web}/stats")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(page.contains(&format!("href=\"/stats/{prefix}/most\"")), "top counters link to their pages");
+    let charts = svg_charts(&page);
+    assert!(!charts.is_empty(), "/stats has a chart of hits per day");
+
+    let page = client
+        .get(format!("{web}/stats/{prefix}/most"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = page.text().await.unwrap();
+    assert!(!page.contains("<script"), "no scripts");
+    assert!(page.contains(&format!("/badge/{prefix}/most.svg")), "shows how to embed the badge");
+    let charts = svg_charts(&page);
+    let sizes: Vec<usize> = charts.iter().map(|bars| bars.len()).collect();
+    assert_eq!(sizes, [30, 365], "a 30-day and a 365-day chart");
+    for bars in &charts {
+        let (today_hits, today_height) = *bars.last().unwrap();
+        assert_eq!(today_hits, 30, "today's bar is today's count");
+        assert!(today_height > 0.0, "today's bar is drawn");
+        for &(hits, height) in &bars[..bars.len() - 1] {
+            assert_eq!((hits, height), (0, 0.0), "no hits on other days");
+        }
+    }
+    // Viewing the page counted nothing.
+    assert_eq!(stats(&client, web, &format!("{prefix}/most"), 1).await.total, 30);
+}
+
+/// Every `<svg>` chart of an HTML page as (hits, drawn height) per bar, parsed
+/// with an XML parser: a broken chart fails here.
+fn svg_charts(page: &str) -> Vec<Vec<(u64, f64)>> {
+    let mut charts = Vec::new();
+    let mut rest = page;
+    while let Some(start) = rest.find("<svg") {
+        // Charts nest an <svg> for the bars: find the matching close.
+        let (mut depth, mut at) = (0, start);
+        let end = loop {
+            let open = rest[at..].find("<svg").map(|i| i + at);
+            let close = rest[at..].find("</svg>").expect("a closed <svg>") + at;
+            match open {
+                Some(open) if open < close => {
+                    depth += 1;
+                    at = open + 4;
+                }
+                _ => {
+                    depth -= 1;
+                    at = close + "</svg>".len();
+                    if depth == 0 {
+                        break at;
+                    }
+                }
+            }
+        };
+        let fragment = &rest[start..end];
+        let doc = roxmltree::Document::parse(fragment)
+            .unwrap_or_else(|e| panic!("a chart is not well-formed ({e}): {fragment}"));
+        let bars: Vec<(u64, f64)> = doc
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("bar"))
+            .map(|n| {
+                let hits = n.attribute("data-hits").unwrap().parse().unwrap();
+                let height: f64 = n.attribute("height").unwrap().parse().unwrap();
+                assert!(height.is_finite() && height >= 0.0, "{fragment}");
+                (hits, height)
+            })
+            .collect();
+        if !bars.is_empty() {
+            charts.push(bars);
+        }
+        rest = &rest[end..];
+    }
+    charts
+}
+
+async fn counts_survive_a_gateway_restart(backend: Backend) {
+    let mut counter = Counter::start(backend, 1).await;
+    let web = counter.webs[0].url.clone();
+    let client = http_client();
+    let key = format!("{}/restart", run_prefix());
+    for n in 1..=5 {
+        assert_eq!(post_hit(&client, &web, &key).await.total, n);
+    }
+    counter.gateway.stop().await;
+    counter.gateway.restart().await;
+    assert_eq!(post_hit(&client, &web, &key).await.total, 6);
+    let stats = stats(&client, &web, &key, 30).await;
+    assert_eq!((stats.total, stats.today.hits), (6, 6));
+}
