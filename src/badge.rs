@@ -10,8 +10,8 @@
 use std::fmt;
 use std::fmt::Write;
 
+use crate::markup::{escape, thousands};
 use crate::query::{self, QueryError, shorten};
-use crate::stats_page::{escape, thousands};
 
 /// The query parameters a badge takes.
 pub const PARAMETERS: [&str; 5] = ["label", "color", "label_color", "style", "count"];

@@ -9,7 +9,7 @@ use std::fmt::Write;
 
 use counter_api::Day;
 
-use crate::stats_page::{escape, thousands};
+use crate::markup::{escape, thousands};
 
 /// Pixel layout, top to bottom: the maximum's label, the plot, the day labels.
 const HEIGHT: u32 = 172;

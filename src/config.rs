@@ -80,7 +80,9 @@ impl Config {
             None => DEFAULT_GATEWAY_TIMEOUT,
         };
         let trusted_proxies = match var("TRUSTED_PROXIES") {
-            Some(list) => list.parse().map_err(|()| ConfigError::TrustedProxies(list))?,
+            Some(list) => list
+                .parse()
+                .map_err(|()| ConfigError::TrustedProxies(list))?,
             None => TrustedProxies::default(),
         };
         Ok(Self {

@@ -24,6 +24,7 @@ mod badge;
 mod chart;
 mod config;
 mod gateway;
+mod markup;
 mod page_stats_page;
 mod query;
 mod stats_page;
@@ -84,11 +85,17 @@ fn handle(request: IncomingRequest) -> Response {
             return plain(500, &format!("The counter is misconfigured: {error}\n"));
         }
     };
+    // A header sent on several lines is one comma-separated list (RFC 9110): a
+    // client's own X-Forwarded-For line must not hide the one a proxy added.
     let header = |name: &str| {
         let values = request.headers().get(name);
-        values
-            .first()
-            .map(|value| String::from_utf8_lossy(value).into_owned())
+        (!values.is_empty()).then(|| {
+            values
+                .iter()
+                .map(|value| String::from_utf8_lossy(value))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
     };
     let gateway = Gateway::new(&config);
     match route {
@@ -209,7 +216,12 @@ fn badge(
 ) -> Response {
     let key = match key.parse::<PageKey>() {
         Ok(key) => key,
-        Err(error) => return plain(400, &format!("Bad counter key in the badge URL: {error}.\n")),
+        Err(error) => {
+            return plain(
+                400,
+                &format!("Bad counter key in the badge URL: {error}.\n"),
+            );
+        }
     };
     let options = match query::parse(query)
         .map_err(|e| e.to_string())
@@ -290,10 +302,12 @@ fn read_page_api(gateway: &Gateway, key: &str, query: &str) -> Response {
         Ok(key) => key,
         Err(error) => return json_error(400, "invalid_key", &error.to_string()),
     };
-    let days = match query::parse(query).map_err(|e| e.to_string()).and_then(|pairs| {
-        query::reject_unknown(&pairs, &["days"]).map_err(|e| e.to_string())?;
-        number_param(&pairs, "days", 30, MAX_DAYS as usize)
-    }) {
+    let days = match query::parse(query)
+        .map_err(|e| e.to_string())
+        .and_then(|pairs| {
+            query::reject_unknown(&pairs, &["days"]).map_err(|e| e.to_string())?;
+            number_param(&pairs, "days", 30, MAX_DAYS as usize)
+        }) {
         Ok(days) => days as u32,
         Err(message) => return json_error(400, "invalid_query", &message),
     };
@@ -305,13 +319,15 @@ fn read_page_api(gateway: &Gateway, key: &str, query: &str) -> Response {
 
 /// `GET /api/pages?limit=N&days=D`: the top counters and all hits per day.
 fn pages_api(gateway: &Gateway, query: &str) -> Response {
-    let params = query::parse(query).map_err(|e| e.to_string()).and_then(|pairs| {
-        query::reject_unknown(&pairs, &["limit", "days"]).map_err(|e| e.to_string())?;
-        Ok((
-            number_param(&pairs, "limit", TOP_SHOWN, MAX_TOP)?,
-            number_param(&pairs, "days", 30, MAX_DAYS as usize)?,
-        ))
-    });
+    let params = query::parse(query)
+        .map_err(|e| e.to_string())
+        .and_then(|pairs| {
+            query::reject_unknown(&pairs, &["limit", "days"]).map_err(|e| e.to_string())?;
+            Ok((
+                number_param(&pairs, "limit", TOP_SHOWN, MAX_TOP)?,
+                number_param(&pairs, "days", 30, MAX_DAYS as usize)?,
+            ))
+        });
     let (limit, days) = match params {
         Ok(params) => params,
         Err(message) => return json_error(400, "invalid_query", &message),
@@ -459,7 +475,10 @@ mod tests {
         assert_eq!(Route::from_path("/stats"), Some(Route::StatsPage));
         assert_eq!(Route::from_path("/api/stats"), Some(Route::StatsJson));
         assert_eq!(Route::from_path("/favicon.ico"), None);
-        assert_eq!(Route::from_path("/stats/"), Some(Route::PageStatsPage(String::new())));
+        assert_eq!(
+            Route::from_path("/stats/"),
+            Some(Route::PageStatsPage(String::new()))
+        );
         assert_eq!(Route::from_path("/index.html"), None);
         assert_eq!(
             Route::from_path("/badge/github.com/o/r.svg"),

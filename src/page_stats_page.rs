@@ -9,7 +9,7 @@ use std::fmt::Write;
 use counter_api::{DayCount, PageStats};
 
 use crate::chart;
-use crate::stats_page::{escape, page_start, thousands};
+use crate::markup::{escape, page_start, thousands};
 
 /// The days the short chart and the table show.
 const RECENT_DAYS: usize = 30;

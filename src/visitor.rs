@@ -132,7 +132,10 @@ mod tests {
 
     #[test]
     fn the_peer_is_the_visitor_unless_it_is_a_trusted_proxy() {
-        let direct = [("spin-client-addr", "198.51.100.7:5123"), ("user-agent", "UA")];
+        let direct = [
+            ("spin-client-addr", "198.51.100.7:5123"),
+            ("user-agent", "UA"),
+        ];
         assert_eq!(visit(&direct, ""), Some("198.51.100.7 UA".into()));
 
         let spoofed = [
@@ -159,10 +162,26 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert!(in_range("10.1.2.3".parse().unwrap(), "10.0.0.0".parse().unwrap(), 8));
-        assert!(!in_range("11.1.2.3".parse().unwrap(), "10.0.0.0".parse().unwrap(), 8));
-        assert!(in_range("1.2.3.4".parse().unwrap(), "0.0.0.0".parse().unwrap(), 0));
-        assert!(in_range("fd00::1".parse().unwrap(), "fd00::".parse().unwrap(), 8));
+        assert!(in_range(
+            "10.1.2.3".parse().unwrap(),
+            "10.0.0.0".parse().unwrap(),
+            8
+        ));
+        assert!(!in_range(
+            "11.1.2.3".parse().unwrap(),
+            "10.0.0.0".parse().unwrap(),
+            8
+        ));
+        assert!(in_range(
+            "1.2.3.4".parse().unwrap(),
+            "0.0.0.0".parse().unwrap(),
+            0
+        ));
+        assert!(in_range(
+            "fd00::1".parse().unwrap(),
+            "fd00::".parse().unwrap(),
+            8
+        ));
         assert!("10.0.0.0/33".parse::<TrustedProxies>().is_err());
         assert!("nonsense".parse::<TrustedProxies>().is_err());
     }

@@ -129,13 +129,15 @@ impl TestImages {
         };
         let mut serve: Vec<String> = vec!["/usr/local/bin/wasmtime".into(), "serve".into()];
         serve.extend(WASMTIME_SERVE_FLAGS.iter().map(|f| f.to_string()));
-        // The component reads GATEWAY_URL and HOSTNAME (Docker sets it to the
-        // container's name); `--env NAME` passes the container's value through.
+        // The component reads GATEWAY_URL, HOSTNAME (Docker sets it to the
+        // container's name) and TRUSTED_PROXIES (the stack sets it); `--env NAME`
+        // passes the container's value through.
         serve.extend(
             [
                 "--addr=0.0.0.0:5000",
                 "--env=GATEWAY_URL",
                 "--env=HOSTNAME",
+                "--env=TRUSTED_PROXIES",
                 "/app/awesome_counter.wasm",
             ]
             .map(String::from),
@@ -147,7 +149,7 @@ impl TestImages {
                 (&artifacts.component, "/app/awesome_counter.wasm"),
             ],
             &format!(
-                "ENV GATEWAY_URL=http://gateway:8081\nEXPOSE 5000\nENTRYPOINT {}",
+                "ENV GATEWAY_URL=http://gateway:8081\nENV TRUSTED_PROXIES=\nEXPOSE 5000\nENTRYPOINT {}",
                 json_list(&serve)
             ),
         )?;

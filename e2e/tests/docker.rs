@@ -404,6 +404,33 @@ async fn swarm_stack_scales_the_web_tier_behind_the_load_balancer() {
         "the stats page lists the web servers"
     );
 
+    // Unique visitors behind the balancer: it replaces whatever X-Forwarded-For a
+    // client sends with the address the client connected from, so two hits that
+    // claim to come from two addresses are one visitor.
+    let key = unique("visitors");
+    for claimed in ["203.0.113.1", "203.0.113.2"] {
+        let response = http_client()
+            .post(format!("{url}/api/pages/{key}"))
+            .header("x-forwarded-for", claimed)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let today: serde_json::Value = http_client()
+        .get(format!("{url}/api/pages/{key}?days=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&today["today"]["hits"], &today["today"]["visitors"]),
+        (&serde_json::json!(2), &serde_json::json!(1)),
+        "{today}"
+    );
+
     // Scale the web tier to 4; the load balancer finds the new replicas by itself.
     let web = format!("{stack}_web");
     docker(&["service", "scale", "--detach", &format!("{web}=4")]).expect("scaling web");
