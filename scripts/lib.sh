@@ -88,3 +88,76 @@ ensure_haproxy() {
             || { $(command -v sudo || true) apt-get update >/dev/null && $(command -v sudo || true) apt-get install -y --no-install-recommends haproxy >/dev/null; }
     fi
 }
+
+# An Aerospike CE server binary for the tests: $AEROSPIKE_ASD, else `asd` on PATH,
+# else the newest $TOOLS_DIR/aerospike-*/bin/asd. Install it the official way
+# (Aerospike's packages or a build of aerospike/aerospike-server); the scripts
+# never build it. Sets ASD, or fails.
+find_asd() {
+    if [ -n "${AEROSPIKE_ASD:-}" ]; then
+        ASD=$AEROSPIKE_ASD
+    elif command -v asd >/dev/null; then
+        ASD=$(command -v asd)
+    else
+        ASD=$(ls -d "$TOOLS_DIR"/aerospike-*/bin/asd 2>/dev/null | sort -V | tail -n1)
+    fi
+    [ -n "$ASD" ] && [ -x "$ASD" ]
+}
+
+# Starts a throwaway single Aerospike node on free loopback ports, configured by
+# the deployment's own entrypoint and aerospike.conf, and sets AEROSPIKE_HOSTS to
+# it. stop_local_aerospike (run it from an EXIT trap) stops it and removes its
+# data, pass or fail.
+start_local_aerospike() {
+    AEROSPIKE_LOCAL_DIR=$(mktemp -d "${TMPDIR:-/tmp}/awesome-counter-aerospike.XXXXXX")
+    local base
+    base=$(python3 - <<'PY'
+import random, socket
+# Four consecutive free ports: service, fabric, heartbeat, admin.
+while True:
+    base = random.randrange(20000, 60000, 4)
+    try:
+        for port in range(base, base + 4):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        print(base)
+        break
+    except OSError:
+        pass
+PY
+)
+    say "Starting a throwaway Aerospike node ($ASD) on 127.0.0.1:$base"
+    AEROSPIKE_ACCESS_ADDRESS=127.0.0.1 AEROSPIKE_SERVICE_ADDRESS=127.0.0.1 \
+        AEROSPIKE_HEARTBEAT_ADDRESS=127.0.0.1 AEROSPIKE_FABRIC_ADDRESS=127.0.0.1 \
+        AEROSPIKE_SERVICE_PORT=$base AEROSPIKE_FABRIC_PORT=$((base + 1)) \
+        AEROSPIKE_HEARTBEAT_PORT=$((base + 2)) AEROSPIKE_ADMIN_PORT=$((base + 3)) \
+        AEROSPIKE_SEED_NAME=no-peers.invalid AEROSPIKE_REPLICATION_FACTOR=1 \
+        AEROSPIKE_CONF=$AEROSPIKE_LOCAL_DIR/aerospike.conf \
+        AEROSPIKE_WORK_DIR=$AEROSPIKE_LOCAL_DIR/work \
+        AEROSPIKE_STORAGE_FILE=$AEROSPIKE_LOCAL_DIR/test.dat AEROSPIKE_STORAGE_SIZE=2G \
+        ASD=$ASD ASINFO=true \
+        setsid deploy/aerospike/entrypoint.sh >"$AEROSPIKE_LOCAL_DIR/node.log" 2>&1 &
+    AEROSPIKE_LOCAL_PID=$!
+    local tries=300
+    until (exec 3<>"/dev/tcp/127.0.0.1/$base") 2>/dev/null; do
+        if ! kill -0 "$AEROSPIKE_LOCAL_PID" 2>/dev/null || [ $((tries -= 1)) -le 0 ]; then
+            tail -n 30 "$AEROSPIKE_LOCAL_DIR/node.log" >&2
+            echo "the local Aerospike node did not start" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    export AEROSPIKE_HOSTS=127.0.0.1:$base
+}
+
+stop_local_aerospike() {
+    if [ -n "${AEROSPIKE_LOCAL_PID:-}" ]; then
+        kill -TERM "$AEROSPIKE_LOCAL_PID" 2>/dev/null || true
+        wait "$AEROSPIKE_LOCAL_PID" 2>/dev/null || true
+        AEROSPIKE_LOCAL_PID=
+    fi
+    if [ -n "${AEROSPIKE_LOCAL_DIR:-}" ]; then
+        rm -rf "$AEROSPIKE_LOCAL_DIR"
+        AEROSPIKE_LOCAL_DIR=
+    fi
+}
