@@ -2,7 +2,8 @@
 //! - `cfg(aerospike)`: `AEROSPIKE_HOSTS` names a cluster;
 //! - `cfg(aerospike_single)`: it names one node, so a proxy in front of it carries
 //!   all of the gateway's traffic (with several, the client reaches them directly);
-//! - `cfg(docker)`: a Docker engine answers `docker info`.
+//! - `cfg(docker)`: a Docker engine answers `docker info`;
+//! - `cfg(spin)`: `SPIN` names a Spin CLI that runs.
 //!
 //! Tests that need one of these show as ignored, with the reason, when it is
 //! missing, rather than passing without having run.
@@ -13,6 +14,8 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(aerospike)");
     println!("cargo::rustc-check-cfg=cfg(aerospike_single)");
     println!("cargo::rustc-check-cfg=cfg(docker)");
+    println!("cargo::rustc-check-cfg=cfg(spin)");
+    println!("cargo::rerun-if-env-changed=SPIN");
     println!("cargo::rerun-if-env-changed=AEROSPIKE_HOSTS");
     println!("cargo::rerun-if-env-changed=DOCKER_HOST");
     let hosts = std::env::var("AEROSPIKE_HOSTS").unwrap_or_default();
@@ -34,5 +37,15 @@ fn main() {
         .status();
     if docker.is_ok_and(|status| status.success()) {
         println!("cargo::rustc-cfg=docker");
+    }
+    if let Some(spin) = std::env::var_os("SPIN").filter(|s| !s.is_empty()) {
+        let runs = Command::new(spin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if runs.is_ok_and(|status| status.success()) {
+            println!("cargo::rustc-cfg=spin");
+        }
     }
 }

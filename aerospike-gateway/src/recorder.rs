@@ -56,11 +56,9 @@ impl<H: Send + 'static, A: Send + 'static> Recorder<H, A> {
     /// Records one hit; answers once the batch that counts it is durable.
     pub async fn record(&self, hit: H) -> Result<A, StoreError> {
         let (answer, answered) = oneshot::channel();
-        self.queue
-            .try_send(Pending { hit, answer })
-            .map_err(|_| {
-                StoreError::Unavailable("too many hits are waiting to be written".into())
-            })?;
+        self.queue.try_send(Pending { hit, answer }).map_err(|_| {
+            StoreError::Unavailable("too many hits are waiting to be written".into())
+        })?;
         match tokio::time::timeout(self.timeout, answered).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(StoreError::Failed("the batch writer stopped".into())),
@@ -84,8 +82,7 @@ async fn write_batches<H, A, W, F>(
 {
     let mut batch = Vec::with_capacity(max_batch);
     while pending.recv_many(&mut batch, max_batch).await > 0 {
-        let (hits, answers): (Vec<H>, Vec<_>) =
-            batch.drain(..).map(|p| (p.hit, p.answer)).unzip();
+        let (hits, answers): (Vec<H>, Vec<_>) = batch.drain(..).map(|p| (p.hit, p.answer)).unzip();
         let size = hits.len();
         let results = write(hits).await;
         tracing::trace!(size, "group commit");

@@ -56,7 +56,7 @@ impl<S: Store> VisitorHasher<S> {
         if let Some(salt) = self.salts.lock().expect("salt cache").get(&day) {
             return Ok(*salt);
         }
-        let salt = self.store.visitor_salt(day).await?;
+        let salt = self.store.visitor_salt(day, today.minus(1)).await?;
         let mut salts = self.salts.lock().expect("salt cache");
         salts.retain(|d, _| *d >= today.minus(1));
         salts.insert(day, salt);
@@ -109,10 +109,16 @@ mod tests {
         let other: PageKey = "blog/y".parse().unwrap();
         let v = visitor("203.0.113.9", "Firefox");
         let h = visitor_hash(&a, &key, &v);
-        assert_eq!(h, visitor_hash(&a, &key, &visitor("::ffff:203.0.113.9", "Firefox")));
+        assert_eq!(
+            h,
+            visitor_hash(&a, &key, &visitor("::ffff:203.0.113.9", "Firefox"))
+        );
         assert_ne!(h, visitor_hash(&b, &key, &v), "a new day is a new visitor");
         assert_ne!(h, visitor_hash(&a, &other, &v), "counters cannot be linked");
-        assert_ne!(h, visitor_hash(&a, &key, &visitor("203.0.113.10", "Firefox")));
+        assert_ne!(
+            h,
+            visitor_hash(&a, &key, &visitor("203.0.113.10", "Firefox"))
+        );
         assert_ne!(h, visitor_hash(&a, &key, &visitor("203.0.113.9", "Chrome")));
     }
 }

@@ -1,6 +1,7 @@
 //! The load generator: `clients` keep-alive HTTP/1.1 connections, each sending its
 //! next request as soon as the last is answered, for a fixed time.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -11,6 +12,8 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::badges::{self, BadgeKeys};
+
 /// What a target is asked, and how its answer is judged.
 #[derive(Debug, Clone)]
 pub enum Ask {
@@ -20,6 +23,9 @@ pub enum Ask {
     GatewayHit { server: String },
     /// `GET /` answered 200, whatever the body.
     AnyPage,
+    /// `GET /badge/<key>.svg` on a key picked by its popularity, answered 200 with
+    /// the key's N in the SVG's title.
+    Badge(Arc<BadgeKeys>),
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +44,8 @@ pub struct Outcome {
     pub latency: Histogram<u64>,
     /// The N each acknowledged hit was given, where the answer says.
     pub counts: Vec<u64>,
+    /// Same for hits on named counters: the key's rank and the hit's N.
+    pub key_counts: Vec<(u32, u64)>,
     pub first_error: Option<String>,
 }
 
@@ -57,6 +65,7 @@ pub async fn run(target: &Target, clients: usize, duration: Duration) -> Outcome
             .add(&outcome.latency)
             .expect("same histogram bounds");
         total.counts.extend(outcome.counts);
+        total.key_counts.extend(outcome.key_counts);
         total.first_error = total.first_error.or(outcome.first_error);
     }
     total.elapsed = started.elapsed();
@@ -72,14 +81,15 @@ impl Default for Outcome {
             // 1 µs to 60 s at 3 significant digits.
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
             counts: Vec::new(),
+            key_counts: Vec::new(),
             first_error: None,
         }
     }
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-async fn connect(authority: &str) -> anyhow::Result<Sender> {
+pub async fn connect(authority: &str) -> anyhow::Result<Sender> {
     let stream = TcpStream::connect(authority)
         .await
         .with_context(|| format!("connecting to {authority}"))?;
@@ -95,11 +105,15 @@ async fn client(target: Target, deadline: Instant) -> Outcome {
     while Instant::now() < deadline {
         let sent = Instant::now();
         match ask_once(&target, &mut sender).await {
-            Ok(count) => {
+            Ok(counted) => {
                 outcome.ok += 1;
                 let micros = sent.elapsed().as_micros().max(1) as u64;
                 outcome.latency.saturating_record(micros);
-                outcome.counts.extend(count);
+                match counted {
+                    Counted::Unknown => {}
+                    Counted::Hit(n) => outcome.counts.push(n),
+                    Counted::KeyHit { rank, n } => outcome.key_counts.push((rank, n)),
+                }
             }
             Err(error) => {
                 outcome.errors += 1;
@@ -115,37 +129,72 @@ async fn client(target: Target, deadline: Instant) -> Outcome {
     outcome
 }
 
-async fn ask_once(target: &Target, sender: &mut Option<Sender>) -> anyhow::Result<Option<u64>> {
+/// What an acknowledged answer says was counted.
+enum Counted {
+    /// Nothing, or nothing the answer tells.
+    Unknown,
+    /// A hit on the tutorial's counter, given this N.
+    Hit(u64),
+    /// A hit on the named counter of this rank, given this N.
+    KeyHit { rank: u32, n: u64 },
+}
+
+async fn ask_once(target: &Target, sender: &mut Option<Sender>) -> anyhow::Result<Counted> {
     if sender.as_ref().is_none_or(|s| s.is_closed()) {
         *sender = Some(connect(&target.authority).await?);
     }
     let sender = sender.as_mut().expect("connected above");
     sender.ready().await?;
-    let request = match &target.ask {
-        Ask::CounterPage | Ask::AnyPage => Request::builder()
+    let (request, rank) = request(target)?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    let body = std::str::from_utf8(&body).unwrap_or("<not UTF-8>");
+    let n = judge(&target.ask, status, body)?;
+    Ok(match (rank, n) {
+        (Some(rank), Some(n)) => Counted::KeyHit { rank, n },
+        (None, Some(n)) => Counted::Hit(n),
+        (_, None) => Counted::Unknown,
+    })
+}
+
+/// The request to send, and the rank of the named counter it hits, if any: the
+/// key is picked here, and the answer's N is filed under it.
+fn request(target: &Target) -> anyhow::Result<(Request<Full<Bytes>>, Option<u32>)> {
+    let get = |path: &str| {
+        Request::builder()
             .method(Method::GET)
-            .uri("/")
+            .uri(path)
             .header("host", &target.authority)
-            .body(Full::new(Bytes::new()))?,
+            .body(Full::new(Bytes::new()))
+    };
+    Ok(match &target.ask {
+        Ask::CounterPage | Ask::AnyPage => (get("/")?, None),
         Ask::GatewayHit { server } => {
             let hit = serde_json::json!({
                 "id": uuid::Uuid::now_v7().to_string(),
                 "server": server,
                 "ts": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
             });
-            Request::builder()
+            let request = Request::builder()
                 .method(Method::POST)
                 .uri(counter_api::paths::HITS)
                 .header("host", &target.authority)
                 .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(hit.to_string())))?
+                .body(Full::new(Bytes::from(hit.to_string())))?;
+            (request, None)
         }
-    };
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    let body = std::str::from_utf8(&body).unwrap_or("<not UTF-8>");
-    match &target.ask {
+        Ask::Badge(keys) => {
+            let rank = keys.pick();
+            (get(&format!("/badge/{}.svg", keys.key(rank)))?, Some(rank))
+        }
+    })
+}
+
+/// The N an answer gave its hit, if it says; an error if the answer is wrong.
+fn judge(ask: &Ask, status: hyper::StatusCode, body: &str) -> anyhow::Result<Option<u64>> {
+    let refused = || anyhow::anyhow!("{status}: {}", body.chars().take(120).collect::<String>());
+    match ask {
         Ask::CounterPage => {
             let n = body
                 .strip_prefix("Hello World! I have been seen by ")
@@ -153,15 +202,13 @@ async fn ask_once(target: &Target, sender: &mut Option<Sender>) -> anyhow::Resul
                 .and_then(|n| n.parse().ok());
             match n {
                 Some(n) if status == 200 => Ok(Some(n)),
-                _ => anyhow::bail!("{status}: {}", body.chars().take(120).collect::<String>()),
+                _ => Err(refused()),
             }
         }
         Ask::GatewayHit { .. } => {
-            anyhow::ensure!(
-                status == 201,
-                "{status}: {}",
-                body.chars().take(120).collect::<String>()
-            );
+            if status != 201 {
+                return Err(refused());
+            }
             let recorded: counter_api::Recorded = serde_json::from_str(body)?;
             Ok(Some(recorded.total_hits))
         }
@@ -169,5 +216,9 @@ async fn ask_once(target: &Target, sender: &mut Option<Sender>) -> anyhow::Resul
             anyhow::ensure!(status == 200, "{status}");
             Ok(None)
         }
+        Ask::Badge(_) => match badges::count_in_title(body) {
+            Some(n) if status == 200 => Ok(Some(n)),
+            _ => Err(refused()),
+        },
     }
 }

@@ -1,5 +1,7 @@
 //! `counter-bench`: drives the whole hit path (HTTP client → web component in
 //! wasmtime → gateway → store) at several concurrency levels, side by side with
+//! - badges over many named counters, keys picked by a Zipf law: what counting
+//!   on a named counter costs next to the tutorial's one counter;
 //! - the gateway alone (its hit endpoint hit directly): what the component and
 //!   runtime cost;
 //! - the same runtime answering a static page: the web tier's ceiling;
@@ -7,19 +9,23 @@
 //!   server, under Flask's own server and under gunicorn: the baseline.
 //!
 //! Prints a table, checks that the stored totals equal the hits acknowledged and
-//! that every acknowledged hit got its own N, and writes the figures as JSON.
+//! that every acknowledged hit got its own N (per key, for badges), and writes the
+//! figures as JSON.
 //! `scripts/bench` builds everything and runs this.
 
+mod badges;
 mod load;
 mod report;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use clap::Parser;
 use e2e::{Artifacts, Backend, Gateway, Process, Web, free_port};
 
+use crate::badges::{BadgeKeys, BadgeTally};
 use crate::load::{Ask, Target};
 use crate::report::{Row, Table};
 
@@ -44,12 +50,28 @@ struct Args {
     /// Where the tutorial's app.py is.
     #[arg(long, default_value = "bench/tutorial")]
     tutorial_dir: PathBuf,
+    /// Named counters the badge rows spread their hits over.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    badge_keys: u32,
+    /// The exponent of the Zipf law the badge rows pick keys by: 1 is the classic
+    /// law of page popularity, 0 spreads hits evenly.
+    #[arg(long, default_value_t = 1.0)]
+    badge_zipf: f64,
 }
+
+/// The target: the badge path stays within 20% of the tutorial page's hits/s.
+const BADGE_FLOOR: f64 = 0.8;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    ensure!(
+        args.badge_zipf.is_finite() && args.badge_zipf >= 0.0,
+        "--badge-zipf must be a number from 0 up, not {}",
+        args.badge_zipf
+    );
     let duration = Duration::from_secs(args.duration);
+    let keys = Arc::new(BadgeKeys::new(args.badge_keys, args.badge_zipf));
     let dir = tempfile::tempdir()?;
     let artifacts = Artifacts::get();
     eprintln!(
@@ -71,9 +93,15 @@ async fn main() -> anyhow::Result<()> {
         &[],
     )
     .await;
+    let badge_row = badge_row_name(&args, "embedded");
+    table.compare(&badge_row, "full path, embedded", Some(BADGE_FLOOR));
     let targets = [
         (
             target("full path, embedded", &web.url, Ask::CounterPage),
+            Some(gateway.pid()),
+        ),
+        (
+            target(&badge_row, &web.url, Ask::Badge(keys.clone())),
             Some(gateway.pid()),
         ),
         (
@@ -92,16 +120,30 @@ async fn main() -> anyhow::Result<()> {
         ),
     ];
     let acknowledged = run_all(&mut table, &targets, &args.concurrency, duration, 0).await;
-    check_totals(&gateway, 0, acknowledged, &table).await?;
+    check_totals(&gateway, 0, acknowledged.hits, &table).await?;
+    check_badges(
+        &gateway,
+        &keys,
+        &acknowledged.badges,
+        &badge_row,
+        &mut table,
+    )
+    .await?;
 
     if let Some(hosts) = Backend::aerospike_hosts() {
         let gateway =
             Gateway::start(Backend::Aerospike, &dir.path().join("unused"), dir.path()).await;
         let web = Web::start(&gateway.url, "bench-web-aerospike", dir.path(), &[]).await;
         let base = gateway.summary().await.total_hits;
+        let badge_row = badge_row_name(&args, "Aerospike");
+        table.compare(&badge_row, "full path, Aerospike", Some(BADGE_FLOOR));
         let targets = [
             (
                 target("full path, Aerospike", &web.url, Ask::CounterPage),
+                Some(gateway.pid()),
+            ),
+            (
+                target(&badge_row, &web.url, Ask::Badge(keys.clone())),
                 Some(gateway.pid()),
             ),
             (
@@ -116,7 +158,15 @@ async fn main() -> anyhow::Result<()> {
             ),
         ];
         let acknowledged = run_all(&mut table, &targets, &args.concurrency, duration, base).await;
-        check_totals(&gateway, base, acknowledged, &table).await?;
+        check_totals(&gateway, base, acknowledged.hits, &table).await?;
+        check_badges(
+            &gateway,
+            &keys,
+            &acknowledged.badges,
+            &badge_row,
+            &mut table,
+        )
+        .await?;
 
         match &args.python {
             Some(python) => {
@@ -146,7 +196,8 @@ async fn main() -> anyhow::Result<()> {
                         duration,
                         base,
                     )
-                    .await;
+                    .await
+                    .hits;
                     let counted = gateway.summary().await.total_hits - base;
                     table.note(format!(
                         "{}: {acknowledged} hits acknowledged, total_hits grew by {counted}",
@@ -181,16 +232,43 @@ fn target(name: &str, url: &str, ask: Ask) -> Target {
     }
 }
 
-/// Runs every target at every level; answers how many hits were acknowledged, after
-/// checking that each got a distinct N above `base`.
+/// The badge row's name, e.g. `badges, 10k keys Zipf, embedded`.
+fn badge_row_name(args: &Args, store: &str) -> String {
+    let keys = match args.badge_keys {
+        n if n >= 1000 && n % 1000 == 0 => format!("{}k", n / 1000),
+        n => n.to_string(),
+    };
+    // The exponent shows only when it is not the usual 1, so rows stay comparable
+    // across runs by name.
+    let law = if args.badge_zipf == 1.0 {
+        "Zipf".to_owned()
+    } else {
+        format!("Zipf {}", args.badge_zipf)
+    };
+    format!("badges, {keys} keys {law}, {store}")
+}
+
+/// What one store acknowledged over a set of targets.
+struct Acknowledged {
+    /// Hits on the tutorial's counter (`total_hits`).
+    hits: u64,
+    /// Badge hits, with the N each showed, by key.
+    badges: BadgeTally,
+}
+
+/// Runs every target at every level; answers what was acknowledged, after noting
+/// whether each hit on the tutorial's counter got a distinct N above `base`.
 async fn run_all(
     table: &mut Table,
     targets: &[(Target, Option<i32>)],
     levels: &[usize],
     duration: Duration,
     base: u64,
-) -> u64 {
-    let mut acknowledged = 0;
+) -> Acknowledged {
+    let mut acknowledged = Acknowledged {
+        hits: 0,
+        badges: BadgeTally::default(),
+    };
     let mut counts = Vec::new();
     for (target, watched_pid) in targets {
         for &clients in levels {
@@ -200,11 +278,12 @@ async fn run_all(
             let outcome = load::run(target, clients, duration).await;
             let peak_rss = watched_pid.and_then(peak_rss_bytes);
             if matches!(target.ask, Ask::CounterPage | Ask::GatewayHit { .. }) {
-                acknowledged += outcome.ok;
+                acknowledged.hits += outcome.ok;
             }
             counts.extend_from_slice(&outcome.counts);
+            acknowledged.badges.add(&outcome.key_counts);
             eprintln!(
-                "{:<28} {clients:>4} clients: {:>9.0} hits/s, {} errors",
+                "{:<34} {clients:>4} clients: {:>9.0} hits/s, {} errors",
                 target.name,
                 outcome.ok as f64 / outcome.elapsed.as_secs_f64(),
                 outcome.errors
@@ -217,8 +296,10 @@ async fn run_all(
     let in_range = counts.first().is_none_or(|&n| n > base);
     table.note(format!(
         "{}: {} counts answered, all distinct and above the starting total: {}",
+        // Badge hits count on their own keys, checked by `check_badges`.
         targets
             .iter()
+            .filter(|(t, _)| !matches!(t.ask, Ask::Badge(_)))
             .map(|(t, _)| t.name.as_str())
             .collect::<Vec<_>>()
             .join(" + "),
@@ -250,6 +331,52 @@ async fn check_totals(
         "the store counted {counted} hits but {acknowledged} were acknowledged\n{}",
         table.render()
     );
+    Ok(())
+}
+
+/// Fails unless every key the badges hit counted exactly the hits acknowledged on
+/// it, each with its own N.
+async fn check_badges(
+    gateway: &Gateway,
+    keys: &Arc<BadgeKeys>,
+    tally: &BadgeTally,
+    row: &str,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let authority = gateway.url.trim_start_matches("http://");
+    let check = badges::check(authority, keys, tally).await?;
+    eprintln!(
+        "{row}: {} keys touched, {} problems",
+        check.keys_touched,
+        check.problems.len()
+    );
+    ensure!(
+        check.hits > 0,
+        "{row}: no badge hit was acknowledged\n{}",
+        table.render()
+    );
+    ensure!(
+        check.problems.is_empty(),
+        "{row}: {} of {} keys did not count their badge hits exactly:\n{}\n{}",
+        check.problems.len(),
+        check.keys_touched,
+        check
+            .problems
+            .iter()
+            .take(20)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        table.render()
+    );
+    table.note(format!(
+        "{row}: {} badge hits acknowledged on {} of {} keys (the most hit key took {:.1}%); \
+         per key, counts distinct and stored total equal to the hits acknowledged: true",
+        check.hits,
+        check.keys_touched,
+        keys.count(),
+        check.top_share * 100.0
+    ));
     Ok(())
 }
 

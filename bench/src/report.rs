@@ -40,19 +40,51 @@ impl Row {
     }
 }
 
+/// Two rows whose hits/s the report divides, at every level both ran.
+struct Comparison {
+    ours: String,
+    theirs: String,
+    /// The least ratio aimed for, where there is a target.
+    floor: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub pair: String,
+    pub clients: usize,
+    pub ratio: f64,
+    pub floor: Option<f64>,
+}
+
 pub struct Table {
     duration: Duration,
     rows: Vec<Row>,
     notes: Vec<String>,
+    comparisons: Vec<Comparison>,
 }
 
 impl Table {
+    /// A table with the comparisons the README quotes; [`Table::compare`] adds more.
     pub fn new(duration: Duration) -> Table {
-        Table {
+        let mut table = Table {
             duration,
             rows: Vec::new(),
             notes: Vec::new(),
-        }
+            comparisons: Vec::new(),
+        };
+        table.compare("full path, embedded", "static page (ceiling)", None);
+        table.compare("full path, Aerospike", "tutorial app, Flask debug", None);
+        table.compare("full path, Aerospike", "tutorial app, gunicorn", None);
+        table
+    }
+
+    /// Reports `ours` hits/s over `theirs` at each level, against `floor` if given.
+    pub fn compare(&mut self, ours: &str, theirs: &str, floor: Option<f64>) {
+        self.comparisons.push(Comparison {
+            ours: ours.to_owned(),
+            theirs: theirs.to_owned(),
+            floor,
+        });
     }
 
     pub fn push(&mut self, row: Row) {
@@ -69,24 +101,20 @@ impl Table {
             .find(|r| r.target == target && r.clients == clients)
     }
 
-    /// Each comparison the README quotes, at every level both sides ran.
-    fn ratios(&self) -> Vec<(String, usize, f64)> {
-        let pairs = [
-            ("full path, embedded", "static page (ceiling)"),
-            ("full path, Aerospike", "tutorial app, Flask debug"),
-            ("full path, Aerospike", "tutorial app, gunicorn"),
-        ];
+    /// Each comparison, at every level both sides ran.
+    fn ratios(&self) -> Vec<Ratio> {
         let mut ratios = Vec::new();
-        for (ours, theirs) in pairs {
-            for row in self.rows.iter().filter(|r| r.target == ours) {
-                if let Some(other) = self.find(theirs, row.clients)
+        for c in &self.comparisons {
+            for row in self.rows.iter().filter(|r| r.target == c.ours) {
+                if let Some(other) = self.find(&c.theirs, row.clients)
                     && other.hits_per_sec > 0.0
                 {
-                    ratios.push((
-                        format!("{ours} / {theirs}"),
-                        row.clients,
-                        row.hits_per_sec / other.hits_per_sec,
-                    ));
+                    ratios.push(Ratio {
+                        pair: format!("{} / {}", c.ours, c.theirs),
+                        clients: row.clients,
+                        ratio: row.hits_per_sec / other.hits_per_sec,
+                        floor: c.floor,
+                    });
                 }
             }
         }
@@ -118,9 +146,20 @@ impl Table {
         }
         let ratios = self.ratios();
         if !ratios.is_empty() {
-            let _ = writeln!(out, "\n| hits/s ratio | clients | ratio |\n|---|---:|---:|");
-            for (pair, clients, ratio) in ratios {
-                let _ = writeln!(out, "| {pair} | {clients} | {ratio:.2} |");
+            let _ = writeln!(
+                out,
+                "\n| hits/s ratio | clients | ratio | target |\n|---|---:|---:|---|"
+            );
+            for r in ratios {
+                let target = r.floor.map_or("-".to_owned(), |floor| {
+                    let verdict = if r.ratio >= floor { "met" } else { "MISSED" };
+                    format!("≥ {floor:.2}: {verdict}")
+                });
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.2} | {target} |",
+                    r.pair, r.clients, r.ratio
+                );
             }
         }
         for row in self.rows.iter().filter(|r| r.errors > 0) {
@@ -148,7 +187,7 @@ impl Table {
             "seconds_per_run": self.duration.as_secs(),
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
             "rows": self.rows,
-            "ratios": self.ratios().into_iter().map(|(pair, clients, ratio)| serde_json::json!({"pair": pair, "clients": clients, "ratio": ratio})).collect::<Vec<_>>(),
+            "ratios": self.ratios(),
             "notes": self.notes,
         })
     }

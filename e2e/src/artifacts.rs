@@ -7,6 +7,8 @@ pub struct Artifacts {
     pub gateway_bin: PathBuf,
     pub component: PathBuf,
     pub wasmtime: PathBuf,
+    /// A Spin CLI, from `SPIN`: the Spin runs of the suites need it.
+    pub spin: Option<PathBuf>,
 }
 
 impl Artifacts {
@@ -29,6 +31,7 @@ impl Artifacts {
                     target_dir.join("wasm32-wasip2/release/awesome_counter.wasm")
                 }),
                 wasmtime: from_env("WASMTIME").unwrap_or_else(|| "wasmtime".into()),
+                spin: from_env("SPIN"),
             };
             for path in [&artifacts.gateway_bin, &artifacts.component] {
                 assert!(

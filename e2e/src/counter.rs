@@ -149,7 +149,32 @@ impl Gateway {
     }
 }
 
-/// The web component served by `wasmtime serve`.
+/// The Wasm runtime that serves the web component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// `wasmtime serve`, pinned by the scripts: the runtime every test has.
+    Wasmtime,
+    /// `spin up`, the runtime users run, when `SPIN` names a Spin CLI.
+    Spin,
+}
+
+/// Which store and which runtime a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setup {
+    pub backend: Backend,
+    pub runtime: Runtime,
+}
+
+impl From<Backend> for Setup {
+    fn from(backend: Backend) -> Self {
+        Setup {
+            backend,
+            runtime: Runtime::Wasmtime,
+        }
+    }
+}
+
+/// The web component served by `wasmtime serve` or `spin up`.
 pub struct Web {
     pub url: String,
     pub server_id: String,
@@ -163,8 +188,18 @@ impl Web {
         log_dir: &Path,
         env: &[(&str, &str)],
     ) -> Web {
+        Self::start_on(Runtime::Wasmtime, gateway_url, server_id, log_dir, env).await
+    }
+
+    pub async fn start_on(
+        runtime: Runtime,
+        gateway_url: &str,
+        server_id: &str,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Web {
         let component = &Artifacts::get().component;
-        Self::serve(component, gateway_url, server_id, log_dir, env).await
+        Self::serve_on(runtime, component, gateway_url, server_id, log_dir, env).await
     }
 
     /// Serves any component the same way, e.g. the benchmark's static page.
@@ -175,18 +210,50 @@ impl Web {
         log_dir: &Path,
         env: &[(&str, &str)],
     ) -> Web {
+        Self::serve_on(Runtime::Wasmtime, component, gateway_url, server_id, log_dir, env).await
+    }
+
+    pub async fn serve_on(
+        runtime: Runtime,
+        component: &Path,
+        gateway_url: &str,
+        server_id: &str,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Web {
         let port = crate::free_port();
-        let mut command = Command::new(&Artifacts::get().wasmtime);
-        command
-            .arg("serve")
-            .args(WASMTIME_SERVE_FLAGS)
-            .arg(format!("--addr=127.0.0.1:{port}"))
-            .arg(format!("--env=GATEWAY_URL={gateway_url}"))
-            .arg(format!("--env=SERVER_ID={server_id}"));
+        let mut env: Vec<(&str, &str)> = env.to_vec();
+        env.extend([("GATEWAY_URL", gateway_url), ("SERVER_ID", server_id)]);
+        let mut command = match runtime {
+            Runtime::Wasmtime => {
+                let mut command = Command::new(&Artifacts::get().wasmtime);
+                command
+                    .arg("serve")
+                    .args(WASMTIME_SERVE_FLAGS)
+                    .arg(format!("--addr=127.0.0.1:{port}"));
+                command
+            }
+            Runtime::Spin => {
+                let manifest = spin_manifest(component, &log_dir.join(format!("spin-{server_id}")));
+                let spin = Artifacts::get()
+                    .spin
+                    .as_ref()
+                    .expect("SPIN names a Spin CLI for the Spin runs");
+                let mut command = Command::new(spin);
+                command
+                    .arg("up")
+                    .arg("--from")
+                    .arg(&manifest)
+                    .arg(format!("--listen=127.0.0.1:{port}"));
+                command
+            }
+        };
         for (key, value) in env {
             command.arg(format!("--env={key}={value}"));
         }
-        command.arg(component);
+        if runtime == Runtime::Wasmtime {
+            command.arg(component);
+        }
         let mut process = Process::spawn(&format!("web-{server_id}"), command, log_dir);
         let url = format!("http://127.0.0.1:{port}");
         wait_until_ok(&format!("{url}/healthz"), &mut process).await;
@@ -210,8 +277,30 @@ impl Web {
     }
 }
 
+/// A manifest like the repository's `spin.toml`, in `dir`, for `component`
+/// wherever it was built: what `spin up` runs in the tests.
+fn spin_manifest(component: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("a directory for the Spin manifest");
+    let manifest = dir.join("spin.toml");
+    let source = component
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", component.display()));
+    std::fs::write(
+        &manifest,
+        format!(
+            "spin_manifest_version = 2\n\n[application]\nname = \"awesome-counter\"\n\n\
+             [[trigger.http]]\nroute = \"/...\"\ncomponent = \"counter\"\n\n\
+             [component.counter]\nsource = {source:?}\n\
+             allowed_outbound_hosts = [\"http://*:*\", \"https://*:*\"]\n"
+        ),
+    )
+    .expect("writing the Spin manifest");
+    manifest
+}
+
 /// The whole counter: a gateway and `replicas` web components in front of it.
 pub struct Counter {
+    pub setup: Setup,
     pub gateway: Gateway,
     pub webs: Vec<Web>,
     /// The totals before the test: zero on a fresh embedded store, whatever the
@@ -222,16 +311,18 @@ pub struct Counter {
 }
 
 impl Counter {
-    pub async fn start(backend: Backend, replicas: usize) -> Counter {
-        Self::start_with(backend, replicas, &[], &[]).await
+    pub async fn start(setup: impl Into<Setup>, replicas: usize) -> Counter {
+        Self::start_with(setup, replicas, &[], &[]).await
     }
 
     pub async fn start_with(
-        backend: Backend,
+        setup: impl Into<Setup>,
         replicas: usize,
         gateway_env: &[(&str, &str)],
         web_env: &[(&str, &str)],
     ) -> Counter {
+        let setup = setup.into();
+        let backend = setup.backend;
         let turn = backend.exclusive().await;
         let dir = tempfile::tempdir().expect("a temp dir");
         let data_dir = dir.path().join("data");
@@ -242,7 +333,8 @@ impl Counter {
         let mut webs = Vec::new();
         for i in 1..=replicas {
             webs.push(
-                Web::start(
+                Web::start_on(
+                    setup.runtime,
                     &gateway.url,
                     &format!("e2e-{run}-web{i}"),
                     dir.path(),
@@ -253,6 +345,7 @@ impl Counter {
         }
         let baseline = gateway.summary().await;
         Counter {
+            setup,
             gateway,
             webs,
             baseline,

@@ -17,7 +17,7 @@ mod proxy;
 
 pub use artifacts::Artifacts;
 pub use backend::Backend;
-pub use counter::{Counter, Gateway, WASMTIME_SERVE_FLAGS, Web, free_port};
+pub use counter::{Counter, Gateway, Runtime, Setup, WASMTIME_SERVE_FLAGS, Web, free_port};
 pub use process::Process;
 pub use proxy::TcpProxy;
 
@@ -55,6 +55,75 @@ macro_rules! on_every_backend {
                     super::$test($crate::Backend::Aerospike).await
                 }
             )*
+        }
+    };
+}
+
+/// Like [`on_every_backend!`], on both Wasm runtimes: each listed
+/// `async fn(Setup)` runs on wasmtime and on Spin, each on both stores. Without a
+/// Spin CLI in `SPIN` (or Aerospike), those runs show as ignored, with the reason.
+#[macro_export]
+macro_rules! on_every_runtime_and_backend {
+    ($($test:ident),* $(,)?) => {
+        mod wasmtime {
+            mod embedded {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $test() {
+                        super::super::$test($crate::Setup {
+                            backend: $crate::Backend::Embedded,
+                            runtime: $crate::Runtime::Wasmtime,
+                        }).await
+                    }
+                )*
+            }
+            mod aerospike {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    #[cfg_attr(
+                        not(aerospike),
+                        ignore = "AEROSPIKE_HOSTS is not set, so there is no Aerospike cluster to run against"
+                    )]
+                    async fn $test() {
+                        super::super::$test($crate::Setup {
+                            backend: $crate::Backend::Aerospike,
+                            runtime: $crate::Runtime::Wasmtime,
+                        }).await
+                    }
+                )*
+            }
+        }
+        mod spin {
+            mod embedded {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    #[cfg_attr(
+                        not(spin),
+                        ignore = "SPIN does not name a Spin CLI, so there is no Spin to run on"
+                    )]
+                    async fn $test() {
+                        super::super::$test($crate::Setup {
+                            backend: $crate::Backend::Embedded,
+                            runtime: $crate::Runtime::Spin,
+                        }).await
+                    }
+                )*
+            }
+            mod aerospike {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    #[cfg_attr(
+                        any(not(spin), not(aerospike)),
+                        ignore = "needs both a Spin CLI in SPIN and an Aerospike cluster in AEROSPIKE_HOSTS"
+                    )]
+                    async fn $test() {
+                        super::super::$test($crate::Setup {
+                            backend: $crate::Backend::Aerospike,
+                            runtime: $crate::Runtime::Spin,
+                        }).await
+                    }
+                )*
+            }
         }
     };
 }

@@ -1,13 +1,13 @@
-//! The whole hit path: HTTP client → web component in wasmtime → gateway → store.
+//! The whole hit path: HTTP client → web component in wasmtime or Spin → gateway → store.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{Backend, Counter, http_client, on_every_backend, seen_by};
+use e2e::{Backend, Counter, Setup, http_client, on_every_runtime_and_backend, seen_by};
 use tokio::io::AsyncWriteExt;
 
-on_every_backend!(
+on_every_runtime_and_backend!(
     concurrent_hits_get_distinct_counts,
     restart_keeps_counts,
     gateway_down_slow_or_failing_answers_503_and_counting_resumes,
@@ -25,10 +25,10 @@ async fn hit(client: &reqwest::Client, url: &str) -> u64 {
     seen_by(&response.text().await.expect("body"))
 }
 
-async fn concurrent_hits_get_distinct_counts(backend: Backend) {
+async fn concurrent_hits_get_distinct_counts(setup: Setup) {
     const HITS: u64 = 1000;
     const CLIENTS: usize = 16;
-    let counter = Counter::start(backend, 2).await;
+    let counter = Counter::start(setup, 2).await;
     let base = counter.baseline.total_hits;
     let left = Arc::new(AtomicU64::new(HITS));
     let urls: Arc<Vec<String>> = Arc::new(counter.webs.iter().map(|w| w.url.clone()).collect());
@@ -81,14 +81,14 @@ async fn concurrent_hits_get_distinct_counts(backend: Backend) {
         per_server,
         "one hit record per counted hit"
     );
-    if backend == Backend::Embedded {
+    if setup.backend == Backend::Embedded {
         assert_eq!(audit.hit_records.total_hits, HITS);
         assert!(audit.consistent, "{audit:?}");
     }
 }
 
-async fn restart_keeps_counts(backend: Backend) {
-    let mut counter = Counter::start(backend, 1).await;
+async fn restart_keeps_counts(setup: Setup) {
+    let mut counter = Counter::start(setup, 1).await;
     let base = counter.baseline.total_hits;
     let client = http_client();
     let web = counter.webs[0].url.clone();
@@ -113,11 +113,11 @@ async fn restart_keeps_counts(backend: Backend) {
     );
 }
 
-async fn gateway_down_slow_or_failing_answers_503_and_counting_resumes(backend: Backend) {
+async fn gateway_down_slow_or_failing_answers_503_and_counting_resumes(setup: Setup) {
     const TIMEOUT_MS: u64 = 1000;
     let timeout = Duration::from_millis(TIMEOUT_MS);
     let mut counter = Counter::start_with(
-        backend,
+        setup,
         1,
         &[],
         &[("GATEWAY_TIMEOUT_MS", &TIMEOUT_MS.to_string())],
@@ -199,8 +199,8 @@ async fn assert_unavailable(client: &reqwest::Client, web: &str) {
     assert!(!body.contains("Hello World"), "{body:?}");
 }
 
-async fn stats_views_record_nothing(backend: Backend) {
-    let counter = Counter::start(backend, 2).await;
+async fn stats_views_record_nothing(setup: Setup) {
+    let counter = Counter::start(setup, 2).await;
     let base = counter.baseline.total_hits;
     let client = http_client();
     for (web, hits) in counter.webs.iter().zip([3, 2]) {
@@ -268,8 +268,8 @@ async fn stats_views_record_nothing(backend: Backend) {
     );
 }
 
-async fn unknown_paths_and_other_methods_are_not_counted(backend: Backend) {
-    let counter = Counter::start(backend, 1).await;
+async fn unknown_paths_and_other_methods_are_not_counted(setup: Setup) {
+    let counter = Counter::start(setup, 1).await;
     let base = counter.baseline.total_hits;
     let client = http_client();
     let web = &counter.webs[0].url;

@@ -25,8 +25,8 @@ use counter_api::{
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::pages::{
-    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, VisitorSalt,
-    first_page_occurrences, number_page_batch, top,
+    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, VisitorSalt, first_page_occurrences,
+    number_page_batch, top,
 };
 use super::{
     Store, StoreError, added_per_server, first_occurrences, number_batch, summary_from_counts,
@@ -237,7 +237,10 @@ impl EmbeddedStore {
         let page_days = txn.open_table(PAGE_DAYS).map_err(failed)?;
         let page_visitors = txn.open_table(PAGE_VISITORS).map_err(failed)?;
         let total = read_counter(&pages, key.as_str()).map_err(failed)?;
-        let (first, last) = (range.first.days_since_epoch(), range.last.days_since_epoch());
+        let (first, last) = (
+            range.first.days_since_epoch(),
+            range.last.days_since_epoch(),
+        );
         let mut hits_on = HashMap::new();
         for entry in page_days
             .range((key.as_str(), first)..=(key.as_str(), last))
@@ -252,7 +255,10 @@ impl EmbeddedStore {
             .map_err(failed)?
         {
             let (k, bytes) = entry.map_err(failed)?;
-            visitors_on.insert(k.value().1, decode_visitors(bytes.value())?.estimate() as u64);
+            visitors_on.insert(
+                k.value().1,
+                decode_visitors(bytes.value())?.estimate() as u64,
+            );
         }
         let days: Vec<DayCount> = range
             .days()
@@ -273,7 +279,11 @@ impl EmbeddedStore {
         })
     }
 
-    fn pages_overview_now(&self, limit: usize, range: DayRange) -> Result<PagesOverview, StoreError> {
+    fn pages_overview_now(
+        &self,
+        limit: usize,
+        range: DayRange,
+    ) -> Result<PagesOverview, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let pages = txn.open_table(PAGES).map_err(failed)?;
         let day_pages = txn.open_table(DAY_PAGES).map_err(failed)?;
@@ -285,7 +295,10 @@ impl EmbeddedStore {
         }
         let today = range.last.days_since_epoch();
         let mut on_day = Vec::new();
-        for entry in day_pages.range((today, "")..(today + 1, "")).map_err(failed)? {
+        for entry in day_pages
+            .range((today, "")..(today + 1, ""))
+            .map_err(failed)?
+        {
             let (k, hits) = entry.map_err(failed)?;
             on_day.push((stored_key(k.value().1)?, hits.value()));
         }
@@ -316,7 +329,7 @@ impl EmbeddedStore {
         })
     }
 
-    fn visitor_salt_now(&self, day: Day) -> Result<VisitorSalt, StoreError> {
+    fn visitor_salt_now(&self, day: Day, forget_before: Day) -> Result<VisitorSalt, StoreError> {
         let d = day.days_since_epoch();
         {
             let txn = self.db.begin_read().map_err(failed)?;
@@ -329,7 +342,10 @@ impl EmbeddedStore {
         let salt = {
             let mut salts = txn.open_table(VISITOR_SALTS).map_err(failed)?;
             // Another request may have made it since the read above.
-            let existing = salts.get(d).map_err(failed)?.map(|s| stored_salt(s.value()));
+            let existing = salts
+                .get(d)
+                .map_err(failed)?
+                .map(|s| stored_salt(s.value()));
             let salt = match existing {
                 Some(salt) => salt?,
                 None => {
@@ -340,7 +356,7 @@ impl EmbeddedStore {
             };
             // Yesterday's secret stays for hits stamped just before midnight;
             // older ones go, so no day's hashes can be recomputed later.
-            let forget = day.minus(1).days_since_epoch();
+            let forget = forget_before.days_since_epoch();
             salts.retain_in(..forget, |_, _| false).map_err(failed)?;
             salt
         };
@@ -450,7 +466,10 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn record_page_hits(&self, hits: Vec<PageHitToCount>) -> Vec<Result<PageRecorded, StoreError>> {
+    async fn record_page_hits(
+        &self,
+        hits: Vec<PageHitToCount>,
+    ) -> Vec<Result<PageRecorded, StoreError>> {
         let count = hits.len();
         match self
             .blocking(move |store| store.record_page_hits_now(&hits))
@@ -467,13 +486,18 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn pages_overview(&self, limit: usize, days: DayRange) -> Result<PagesOverview, StoreError> {
+    async fn pages_overview(
+        &self,
+        limit: usize,
+        days: DayRange,
+    ) -> Result<PagesOverview, StoreError> {
         self.blocking(move |store| store.pages_overview_now(limit, days))
             .await
     }
 
-    async fn visitor_salt(&self, day: Day) -> Result<VisitorSalt, StoreError> {
-        self.blocking(move |store| store.visitor_salt_now(day)).await
+    async fn visitor_salt(&self, day: Day, forget_before: Day) -> Result<VisitorSalt, StoreError> {
+        self.blocking(move |store| store.visitor_salt_now(day, forget_before))
+            .await
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
@@ -517,8 +541,9 @@ fn stored_salt(bytes: &[u8]) -> Result<VisitorSalt, StoreError> {
 }
 
 fn stored_key(key: &str) -> Result<PageKey, StoreError> {
-    key.parse()
-        .map_err(|e| StoreError::Failed(format!("embedded store holds an invalid counter key: {e}")))
+    key.parse().map_err(|e| {
+        StoreError::Failed(format!("embedded store holds an invalid counter key: {e}"))
+    })
 }
 
 /// Only valid values are ever written, so an invalid one means the file was damaged.
@@ -617,7 +642,13 @@ mod tests {
                 .collect();
             assert_eq!(
                 recorded,
-                [(1, 1, false), (2, 1, false), (1, 1, false), (3, 1, true), (3, 2, false)]
+                [
+                    (1, 1, false),
+                    (2, 1, false),
+                    (1, 1, false),
+                    (3, 1, true),
+                    (3, 2, false)
+                ]
             );
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -697,8 +728,17 @@ mod tests {
             .unwrap();
         assert_eq!(stats.total, 20_000);
         let error = (stats.today.visitors as f64 - 10_000.0) / 10_000.0;
-        println!("10,000 visitors estimated as {} ({:+.2}%)", stats.today.visitors, error * 100.0);
-        assert!(error.abs() < 0.02, "estimate {} is off by {:.2}%", stats.today.visitors, error * 100.0);
+        println!(
+            "10,000 visitors estimated as {} ({:+.2}%)",
+            stats.today.visitors,
+            error * 100.0
+        );
+        assert!(
+            error.abs() < 0.02,
+            "estimate {} is off by {:.2}%",
+            stats.today.visitors,
+            error * 100.0
+        );
     }
 
     #[tokio::test]
@@ -706,14 +746,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let day: Day = "2026-11-25".parse().unwrap();
-        let salt = store.visitor_salt(day).await.unwrap();
-        assert_eq!(store.visitor_salt(day).await.unwrap(), salt);
-        let next = store.visitor_salt(day.plus(1)).await.unwrap();
-        assert_ne!(next, salt);
-        assert_eq!(store.visitor_salt(day).await.unwrap(), salt, "yesterday's stays");
-        store.visitor_salt(day.plus(2)).await.unwrap();
+        let salt = store.visitor_salt(day, day.minus(1)).await.unwrap();
+        assert_eq!(store.visitor_salt(day, day.minus(1)).await.unwrap(), salt);
+        // A hit stamped tomorrow by a skewed clock: yesterday's secret stays.
+        let yesterday = store
+            .visitor_salt(day.minus(1), day.minus(1))
+            .await
+            .unwrap();
+        let tomorrow = store.visitor_salt(day.plus(1), day.minus(1)).await.unwrap();
+        assert_ne!(tomorrow, salt);
+        assert_eq!(
+            store
+                .visitor_salt(day.minus(1), day.minus(1))
+                .await
+                .unwrap(),
+            yesterday
+        );
+        // Two days on, today's secret is gone for good.
+        store.visitor_salt(day.plus(2), day.plus(1)).await.unwrap();
         assert_ne!(
-            store.visitor_salt(day).await.unwrap(),
+            store.visitor_salt(day, day.plus(1)).await.unwrap(),
             salt,
             "a secret two days old is gone for good"
         );

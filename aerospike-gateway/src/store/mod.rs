@@ -11,7 +11,9 @@ use std::future::Future;
 
 use std::collections::HashMap;
 
-use counter_api::{Day, Hit, PageKey, PageRecorded, PageStats, PagesOverview, Recorded, ServerId, Summary};
+use counter_api::{
+    Day, Hit, PageKey, PageRecorded, PageStats, PagesOverview, Recorded, ServerId, Summary,
+};
 
 use self::pages::{DayRange, PageHitToCount, VisitorSalt};
 
@@ -96,8 +98,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The secret for hashing `day`'s visitors: made at random by the first
     /// gateway that needs it, the same for every gateway, and forgotten once the
-    /// day is over (secrets of days before yesterday are deleted here).
-    fn visitor_salt(&self, day: Day) -> impl Future<Output = Result<VisitorSalt, StoreError>> + Send;
+    /// day is over: making one deletes the secrets of the days before
+    /// `forget_before` (the day before the gateway's today, never relative to
+    /// `day`, which a skewed clock may put in the future).
+    fn visitor_salt(
+        &self,
+        day: Day,
+        forget_before: Day,
+    ) -> impl Future<Output = Result<VisitorSalt, StoreError>> + Send;
 
     /// Ok while the store can serve reads and writes.
     fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -130,7 +130,9 @@ pub fn number_page_batch(
         .map(|(hit, &counted)| {
             let day = hit.day();
             if counted {
-                let total = total.get_mut(&hit.key).expect("counted keys are in per_key");
+                let total = total
+                    .get_mut(&hit.key)
+                    .expect("counted keys are in per_key");
                 let today = today
                     .get_mut(&(&hit.key, day))
                     .expect("counted days are in per_key_day");
@@ -146,10 +148,7 @@ pub fn number_page_batch(
                 PageRecorded {
                     key: hit.key.clone(),
                     total: total_after.get(&hit.key).copied().unwrap_or(0),
-                    today: day_after
-                        .get(&(hit.key.clone(), day))
-                        .copied()
-                        .unwrap_or(0),
+                    today: day_after.get(&(hit.key.clone(), day)).copied().unwrap_or(0),
                     duplicate: true,
                 }
             }
@@ -222,7 +221,13 @@ mod tests {
                 .collect();
         assert_eq!(
             view,
-            [(11, 8, false), (1, 1, false), (12, 8, true), (12, 4, false), (12, 4, true)]
+            [
+                (11, 8, false),
+                (1, 1, false),
+                (12, 8, true),
+                (12, 4, false),
+                (12, 4, true)
+            ]
         );
     }
 

@@ -21,6 +21,8 @@
 //! gateway that dies between step 1 and 2 leaves hit records that no total counts:
 //! `total_hits` can lag the number of hit records, never exceed it. The README's
 //! "Reconciling" section shows how an operator recounts.
+//!
+//! The named counters (page hits) have sets of their own, described in [`pages`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +50,8 @@ use super::pages::{DayRange, PageHitToCount, VisitorSalt};
 use super::{
     Store, StoreError, added_per_server, first_occurrences, number_batch, summary_from_counts,
 };
+
+mod pages;
 
 const HITS_SET: &str = "hits";
 const SUMMARY_SET: &str = "summary";
@@ -179,37 +183,58 @@ impl AerospikeStore {
         deadline: Instant,
     ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
         let firsts = first_occurrences(hits);
+        let records = hits.iter().zip(&firsts).map(|(hit, &first)| {
+            first.then(|| {
+                let ts = i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64");
+                let bins = vec![
+                    Bin::new("server", Value::from(hit.server.as_str().to_owned())),
+                    Bin::new("ts", Value::from(ts)),
+                ];
+                (hit.id.to_string(), bins)
+            })
+        });
+        self.create_records(client, HITS_SET, records, deadline)
+            .await
+    }
+
+    /// Creates records of `set` as one create-only batch write (keys sent along).
+    /// Answers, per item, whether its record is new: `Ok(false)` when it already
+    /// existed (a retried hit) and for `None` items, which are not written.
+    async fn create_records(
+        &self,
+        client: &Client,
+        set: &str,
+        records: impl IntoIterator<Item = Option<(String, Vec<Bin>)>>,
+        deadline: Instant,
+    ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
         let row_policy = BatchWritePolicy {
             record_exists_action: RecordExistsAction::CreateOnly,
             send_key: true,
             ..BatchWritePolicy::default()
         };
-        let mut rows = Vec::with_capacity(hits.len());
-        let mut row_of_hit = Vec::with_capacity(hits.len());
-        for (hit, &first) in hits.iter().zip(&firsts) {
-            if first {
-                let key = self.key(HITS_SET, &hit.id.to_string())?;
-                let ts = i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64");
-                let ops = [
-                    operations::put(&Bin::new(
-                        "server",
-                        Value::from(hit.server.as_str().to_owned()),
-                    )),
-                    operations::put(&Bin::new("ts", Value::from(ts))),
-                ];
-                row_of_hit.push(Some(rows.len()));
-                rows.push(BatchOperation::write(&row_policy, key, ops));
-            } else {
-                row_of_hit.push(None);
+        let mut rows = Vec::new();
+        let mut row_of_item = Vec::new();
+        for record in records {
+            match record {
+                Some((key, bins)) => {
+                    let key = self.key(set, &key)?;
+                    let ops: Vec<_> = bins.iter().map(operations::put).collect();
+                    row_of_item.push(Some(rows.len()));
+                    rows.push(BatchOperation::write(&row_policy, key, ops));
+                }
+                None => row_of_item.push(None),
             }
+        }
+        if rows.is_empty() {
+            return Ok(row_of_item.into_iter().map(|_| Ok(false)).collect());
         }
         let mut policy = BatchPolicy::write_default();
         policy.base_policy.total_timeout = millis_until(deadline);
         if let Err(error) = client.batch(&policy, &mut rows).await {
             // Rows still carry their own outcomes; log the node-level failure.
-            tracing::warn!(%error, "batch write of hit records failed on a node");
+            tracing::warn!(%error, set, "batch create of records failed on a node");
         }
-        Ok(row_of_hit
+        Ok(row_of_item
             .into_iter()
             .map(|row| match row {
                 None => Ok(false),
@@ -218,7 +243,7 @@ impl AerospikeStore {
                     Some(ResultCode::KeyExistsError) => Ok(false),
                     _ => Err(match rows[row].error() {
                         Some(error) => unavailable_or_failed(error),
-                        None => StoreError::Unavailable("the hit record was not written".into()),
+                        None => StoreError::Unavailable("the record was not written".into()),
                     }),
                 },
             })
@@ -236,7 +261,7 @@ impl AerospikeStore {
         deadline: Instant,
     ) -> Result<u64, CounterFailure> {
         let key = self.key(SUMMARY_SET, key).map_err(CounterFailure::surely)?;
-        let mut backoff = Duration::from_micros(500);
+        let mut backoff = Backoff::new();
         loop {
             let result = if delta == 0 {
                 let mut policy = ReadPolicy::default();
@@ -260,25 +285,23 @@ impl AerospikeStore {
                     .await
                     .map(|record| counter_value(&record.bins))
             };
-            match result {
+            let error = match result {
                 Ok(Some(total)) => return Ok(total),
                 Ok(None) => {
                     return Err(CounterFailure::surely(StoreError::Failed(format!(
                         "summary record {key} has no integer bin {TOTAL_BIN:?}"
                     ))));
                 }
-                Err(error) if retryable(&error) && Instant::now() + backoff < deadline => {
-                    tracing::debug!(%error, ?backoff, "retrying a counter update");
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(50));
-                }
-                Err(error) => {
-                    return Err(CounterFailure {
-                        in_doubt: !retryable(&error) && error.in_doubt(),
-                        error: unavailable_or_failed(&error),
-                    });
-                }
+                Err(error) => error,
+            };
+            if retryable(&error) && backoff.wait(deadline).await {
+                tracing::debug!(%error, "retried a counter update");
+                continue;
             }
+            return Err(CounterFailure {
+                in_doubt: !retryable(&error) && error.in_doubt(),
+                error: unavailable_or_failed(&error),
+            });
         }
     }
 
@@ -326,7 +349,9 @@ impl AerospikeStore {
                     tracing::error!(%server, added = per_server[&server], error = %failure.error,
                         in_doubt = failure.in_doubt,
                         "total_hits was counted but this server's total may not be: reconcile the summary");
-                    server_after.insert(server.clone(), 0);
+                    // A stand-in the numbering can count down from; these hits
+                    // are answered with the error.
+                    server_after.insert(server.clone(), per_server[&server]);
                     server_errors.insert(server, failure.error);
                 }
             }
@@ -349,14 +374,46 @@ impl AerospikeStore {
     /// The total was not incremented: remove the hit records just created, so the
     /// data still adds up. Records whose removal fails are left for reconciling.
     async fn forget_uncounted(&self, client: &Client, hits: &[Hit], counted: &[bool]) {
-        let mut policy = WritePolicy::default();
-        policy.base_policy.total_timeout = 1_000;
-        for (hit, _) in hits.iter().zip(counted).filter(|(_, c)| **c) {
-            let Ok(key) = self.key(HITS_SET, &hit.id.to_string()) else {
-                continue;
-            };
-            if let Err(error) = client.delete(&policy, &key).await {
-                tracing::error!(hit = %hit.id, %error, "hit record written but not counted; reconcile the summary");
+        let ids = hits
+            .iter()
+            .zip(counted)
+            .filter(|(_, c)| **c)
+            .map(|(hit, _)| hit.id.to_string());
+        let why = "hit record written but not counted; reconcile the summary";
+        self.forget_records(client, HITS_SET, ids, why).await;
+    }
+
+    /// Deletes records of `set` as one batch (a record already gone is fine):
+    /// records written but not counted, or secrets past their day. What cannot be
+    /// deleted is logged as `why`. Has a deadline of its own: it runs when the
+    /// caller's may be spent.
+    async fn forget_records(
+        &self,
+        client: &Client,
+        set: &str,
+        keys: impl IntoIterator<Item = String>,
+        why: &str,
+    ) {
+        let row_policy = aerospike::BatchDeletePolicy::default();
+        let mut rows: Vec<BatchOperation> = keys
+            .into_iter()
+            .filter_map(|key| self.key(set, &key).ok())
+            .map(|key| BatchOperation::delete(&row_policy, key))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let mut policy = BatchPolicy::write_default();
+        policy.base_policy.total_timeout = FORGET_TIMEOUT_MS;
+        if let Err(error) = client.batch(&policy, &mut rows).await {
+            tracing::debug!(%error, set, "batch delete failed on a node");
+        }
+        for row in &rows {
+            if let Some(error) = row.error()
+                && !error.matches(&[ResultCode::KeyNotFoundError])
+            {
+                let key = row.batch_record().key.user_key().map(ToString::to_string);
+                tracing::error!(set, ?key, %error, "{why}");
             }
         }
     }
@@ -534,11 +591,14 @@ impl Store for AerospikeStore {
         &self,
         hits: Vec<PageHitToCount>,
     ) -> Vec<Result<PageRecorded, StoreError>> {
-        todo!("{}", hits.len())
+        match self.record_page_batch(&hits).await {
+            Ok(results) => results,
+            Err(error) => vec![Err(error); hits.len()],
+        }
     }
 
     async fn page_stats(&self, key: &PageKey, days: DayRange) -> Result<PageStats, StoreError> {
-        todo!("{key}{days:?}")
+        self.read_page_stats(key, days).await
     }
 
     async fn pages_overview(
@@ -546,11 +606,11 @@ impl Store for AerospikeStore {
         limit: usize,
         days: DayRange,
     ) -> Result<PagesOverview, StoreError> {
-        todo!("{limit}{days:?}")
+        self.read_pages_overview(limit, days).await
     }
 
-    async fn visitor_salt(&self, day: Day) -> Result<VisitorSalt, StoreError> {
-        todo!("{day}")
+    async fn visitor_salt(&self, day: Day, forget_before: Day) -> Result<VisitorSalt, StoreError> {
+        self.day_salt(day, forget_before).await
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
@@ -563,6 +623,93 @@ impl Store for AerospikeStore {
                 self.inner.seeds
             )))
         }
+    }
+}
+
+/// How long a clean-up of uncounted records may take, once the caller's deadline
+/// is spent.
+const FORGET_TIMEOUT_MS: u32 = 1_000;
+
+/// The least time a retry must have left before the deadline. A write cut off by
+/// the client's timeout is in doubt, and a hit whose count is in doubt is lost
+/// (its record stays, so a retry is a duplicate); a write refused KEY_BUSY is
+/// surely not applied, and its hit can be retried. So the last try must have
+/// time to hear the server's answer.
+const LAST_TRY: Duration = Duration::from_millis(100);
+
+/// Waits between tries of a write that surely did not apply: from 0.5 ms,
+/// doubling up to 50 ms, with jitter.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_micros(500))
+    }
+
+    /// Sleeps before the next try; false, at once, when the try would not have
+    /// [`LAST_TRY`] left before the deadline.
+    async fn wait(&mut self, deadline: Instant) -> bool {
+        if Instant::now() + self.0 * 2 + LAST_TRY >= deadline {
+            return false;
+        }
+        tokio::time::sleep(jitter(self.0)).await;
+        self.0 = (self.0 * 2).min(Duration::from_millis(50));
+        true
+    }
+}
+
+/// Runs `rows` as one batch call, then again for the rows that surely did not
+/// apply (KEY_BUSY and the like, see [`retryable`]), with backoff, until every row
+/// has an outcome worth keeping or the deadline comes. Reads and writes may mix.
+async fn batch_with_retries(client: &Client, rows: &mut [BatchOperation], deadline: Instant) {
+    let mut backoff = Backoff::new();
+    let mut pending: Vec<usize> = (0..rows.len()).collect();
+    while !pending.is_empty() {
+        let mut policy = BatchPolicy::write_default();
+        policy.base_policy.total_timeout = millis_until(deadline);
+        let mut batch: Vec<BatchOperation> = pending.iter().map(|&i| rows[i].clone()).collect();
+        if let Err(error) = client.batch(&policy, &mut batch).await {
+            // Rows still carry their own outcomes.
+            tracing::debug!(%error, "a batch failed on a node");
+        }
+        for (&i, row) in pending.iter().zip(batch) {
+            rows[i] = row;
+        }
+        pending.retain(|&i| rows[i].error().is_some_and(retryable));
+        if pending.is_empty() || !backoff.wait(deadline).await {
+            return;
+        }
+        tracing::debug!(
+            rows = pending.len(),
+            "retrying batch rows that were not applied"
+        );
+    }
+}
+
+/// Why a batch row has no result, and whether its write may have applied anyway.
+/// A row the server answered KEY_NOT_FOUND is not a failure here: callers read
+/// it as an empty record first.
+fn row_failure(row: &BatchOperation) -> CounterFailure {
+    let writes = row.batch_record().has_write();
+    match row.error() {
+        Some(error) => {
+            // A server-side timeout of a write may come after the master applied it.
+            let in_doubt = writes
+                && !retryable(error)
+                && (error.in_doubt() || error.matches(&[ResultCode::Timeout]));
+            CounterFailure {
+                in_doubt,
+                error: if in_doubt {
+                    StoreError::Unavailable(format!("Aerospike (outcome unknown): {error}"))
+                } else {
+                    unavailable_or_failed(error)
+                },
+            }
+        }
+        None => CounterFailure {
+            in_doubt: writes,
+            error: StoreError::Unavailable("Aerospike did not answer for a record".into()),
+        },
     }
 }
 
