@@ -157,11 +157,13 @@ impl Route {
             "/api/pages" => Self::PagesApi,
             "/healthz" => Self::Healthz,
             _ => {
-                if let Some(rest) = path.strip_prefix("/badge/") {
+                // A prefix with no key at all names nothing: 404, as before.
+                let key = |prefix: &str| path.strip_prefix(prefix).filter(|k| !k.is_empty());
+                if let Some(rest) = key("/badge/") {
                     Self::Badge(rest.strip_suffix(".svg")?.to_owned())
-                } else if let Some(key) = path.strip_prefix("/stats/") {
+                } else if let Some(key) = key("/stats/") {
                     Self::PageStatsPage(key.to_owned())
-                } else if let Some(key) = path.strip_prefix("/api/pages/") {
+                } else if let Some(key) = key("/api/pages/") {
                     Self::PageApi(key.to_owned())
                 } else {
                     return None;
@@ -475,10 +477,8 @@ mod tests {
         assert_eq!(Route::from_path("/stats"), Some(Route::StatsPage));
         assert_eq!(Route::from_path("/api/stats"), Some(Route::StatsJson));
         assert_eq!(Route::from_path("/favicon.ico"), None);
-        assert_eq!(
-            Route::from_path("/stats/"),
-            Some(Route::PageStatsPage(String::new()))
-        );
+        assert_eq!(Route::from_path("/stats/"), None);
+        assert_eq!(Route::from_path("/api/pages/"), None);
         assert_eq!(Route::from_path("/index.html"), None);
         assert_eq!(
             Route::from_path("/badge/github.com/o/r.svg"),

@@ -355,7 +355,13 @@ mod tests {
             "k".repeat(201).parse::<PageKey>(),
             Err(InvalidPage::KeyTooLong(201))
         );
-        for (bad, c) in [("a b", ' '), ("<svg>", '<'), ("é", 'é'), ("a?b", '?'), ("a%20", '%')] {
+        for (bad, c) in [
+            ("a b", ' '),
+            ("<svg>", '<'),
+            ("é", 'é'),
+            ("a?b", '?'),
+            ("a%20", '%'),
+        ] {
             assert_eq!(bad.parse::<PageKey>(), Err(InvalidPage::KeyCharacter(c)));
         }
         for bad in ["/a", "a/", "a//b", "a/../b", "./a", ".."] {
@@ -400,7 +406,10 @@ mod tests {
         )
         .unwrap();
         let debug = format!("{hit:?}");
-        assert!(!debug.contains("203.0.113.9") && !debug.contains("Secret"), "{debug}");
+        assert!(
+            !debug.contains("203.0.113.9") && !debug.contains("Secret"),
+            "{debug}"
+        );
         let err = serde_json::from_str::<PageHit>(
             r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a b","ts":1732000000000}"#,
         )

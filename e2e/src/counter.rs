@@ -210,7 +210,15 @@ impl Web {
         log_dir: &Path,
         env: &[(&str, &str)],
     ) -> Web {
-        Self::serve_on(Runtime::Wasmtime, component, gateway_url, server_id, log_dir, env).await
+        Self::serve_on(
+            Runtime::Wasmtime,
+            component,
+            gateway_url,
+            server_id,
+            log_dir,
+            env,
+        )
+        .await
     }
 
     pub async fn serve_on(

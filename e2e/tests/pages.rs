@@ -175,7 +175,11 @@ async fn a_retried_hit_is_counted_once(backend: Backend) {
     assert_eq!(again["duplicate"], true);
     assert_eq!(again["total"], 1);
     let retries = futures::future::join_all((0..20).map(|_| post(id.clone()))).await;
-    assert!(retries.iter().all(|(s, b)| *s == StatusCode::OK && b["duplicate"] == true));
+    assert!(
+        retries
+            .iter()
+            .all(|(s, b)| *s == StatusCode::OK && b["duplicate"] == true)
+    );
     // A new id counts.
     let (status, second) = post(uuid::Uuid::new_v4().to_string()).await;
     assert_eq!(status, StatusCode::CREATED);
@@ -203,15 +207,50 @@ async fn bad_keys_and_options_are_refused_and_count_nothing(backend: Backend) {
         ("GET", "/badge/a/.svg".into(), 400, "segment"),
         ("GET", format!("/badge/{long}.svg"), 400, "at most 200"),
         ("GET", format!("/badge/{key}.svg?style=3d"), 400, "flat"),
-        ("GET", format!("/badge/{key}.svg?color=javascript:alert(1)"), 400, "brightgreen"),
-        ("GET", format!("/badge/{key}.svg?labelcolour=red"), 400, "unknown parameter"),
-        ("GET", format!("/badge/{key}.svg?count=maybe"), 400, "true or false"),
-        ("GET", format!("/badge/{key}.svg?label=a&label=b"), 400, "more than once"),
+        (
+            "GET",
+            format!("/badge/{key}.svg?color=javascript:alert(1)"),
+            400,
+            "brightgreen",
+        ),
+        (
+            "GET",
+            format!("/badge/{key}.svg?labelcolour=red"),
+            400,
+            "unknown parameter",
+        ),
+        (
+            "GET",
+            format!("/badge/{key}.svg?count=maybe"),
+            400,
+            "true or false",
+        ),
+        (
+            "GET",
+            format!("/badge/{key}.svg?label=a&label=b"),
+            400,
+            "more than once",
+        ),
         ("GET", format!("/badge/{key}.svg?label=%ZZ"), 400, "percent"),
         ("POST", "/api/pages/a%20b".into(), 400, "A-Z a-z 0-9"),
-        ("POST", format!("/api/pages/{key}?x=1"), 400, "unknown parameter"),
-        ("GET", format!("/api/pages/{key}?days=0"), 400, "from 1 to 400"),
-        ("GET", format!("/api/pages/{key}?days=401"), 400, "from 1 to 400"),
+        (
+            "POST",
+            format!("/api/pages/{key}?x=1"),
+            400,
+            "unknown parameter",
+        ),
+        (
+            "GET",
+            format!("/api/pages/{key}?days=0"),
+            400,
+            "from 1 to 400",
+        ),
+        (
+            "GET",
+            format!("/api/pages/{key}?days=401"),
+            400,
+            "from 1 to 400",
+        ),
         ("GET", "/api/pages?limit=1000".into(), 400, "from 1 to 100"),
         ("GET", "/api/pages?top=3".into(), 400, "unknown parameter"),
         ("GET", "/stats/a%20b".into(), 400, "A-Z a-z 0-9"),
@@ -232,7 +271,10 @@ async fn bad_keys_and_options_are_refused_and_count_nothing(backend: Backend) {
             .is_some_and(|v| v == "application/json");
         let body = response.text().await.unwrap();
         assert_eq!(got, status, "{method} {path}: {body}");
-        assert!(body.contains(says), "{method} {path}: {body:?} should say {says:?}");
+        assert!(
+            body.contains(says),
+            "{method} {path}: {body:?} should say {says:?}"
+        );
         if path.starts_with("/api/") && status == 400 {
             assert!(json, "{path}: the JSON API answers errors as JSON");
             let error: Value = serde_json::from_str(&body).unwrap();
@@ -248,10 +290,22 @@ async fn bad_keys_and_options_are_refused_and_count_nothing(backend: Backend) {
     // The gateway refuses bad page hits on its own too.
     let gateway = &counter.gateway.url;
     for (body, says) in [
-        (r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a b","ts":1732000000000}"#, "not allowed"),
-        (r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a","ts":1732000000}"#, "out of range"),
-        (r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a","ts":1732000000000,"visitor":{"addr":"nope","user_agent":"x"}}"#, "invalid IP"),
-        (r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a","ts":1732000000000,"server":"x"}"#, "unknown field"),
+        (
+            r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a b","ts":1732000000000}"#,
+            "not allowed",
+        ),
+        (
+            r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a","ts":1732000000}"#,
+            "out of range",
+        ),
+        (
+            r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a","ts":1732000000000,"visitor":{"addr":"nope","user_agent":"x"}}"#,
+            "invalid IP",
+        ),
+        (
+            r#"{"id":"0190d5e1-7c3a-7b41-9d1e-3f4a5b6c7d8e","key":"a","ts":1732000000000,"server":"x"}"#,
+            "unknown field",
+        ),
     ] {
         let response = client
             .post(format!("{gateway}/v1/page-hits"))
@@ -260,7 +314,11 @@ async fn bad_keys_and_options_are_refused_and_count_nothing(backend: Backend) {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"], "invalid_page_hit");
         let message = error["message"].as_str().unwrap();
@@ -286,7 +344,10 @@ async fn badges_are_escaped_uncached_and_readable(backend: Backend) {
     assert_eq!(headers["content-type"], "image/svg+xml; charset=utf-8");
     let cache = headers["cache-control"].to_str().unwrap();
     for directive in ["no-cache", "no-store", "max-age=0", "must-revalidate"] {
-        assert!(cache.contains(directive), "cache-control {cache:?} lacks {directive}");
+        assert!(
+            cache.contains(directive),
+            "cache-control {cache:?} lacks {directive}"
+        );
     }
     let svg = response.text().await.unwrap();
     let doc = roxmltree::Document::parse(&svg).expect("the badge is well-formed XML");
@@ -311,7 +372,11 @@ async fn badges_are_escaped_uncached_and_readable(backend: Backend) {
     let rest = 1233;
     let next = Arc::new(AtomicUsize::new(0));
     let tasks = (0..16).map(|_| {
-        let (client, url, next) = (client.clone(), format!("{web}/api/pages/{key}"), next.clone());
+        let (client, url, next) = (
+            client.clone(),
+            format!("{web}/api/pages/{key}"),
+            next.clone(),
+        );
         tokio::spawn(async move {
             while next.fetch_add(1, Ordering::SeqCst) < rest {
                 let status = client.post(&url).send().await.unwrap().status();
@@ -341,7 +406,11 @@ async fn unique_visitors_are_estimated_and_nobody_is_stored(backend: Backend) {
     let next = Arc::new(AtomicUsize::new(0));
     // Visitor i is 198.18.x.y; the first REPEATS come back once more.
     let tasks = (0..32).map(|_| {
-        let (client, url, next) = (http_client(), format!("{web}/api/pages/{key}"), next.clone());
+        let (client, url, next) = (
+            http_client(),
+            format!("{web}/api/pages/{key}"),
+            next.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst) as u32;
@@ -372,10 +441,16 @@ async fn unique_visitors_are_estimated_and_nobody_is_stored(backend: Backend) {
         today.visitors,
         error * 100.0
     );
-    assert!(error.abs() <= 0.02, "estimate {} is off by {:+.2}%", today.visitors, error * 100.0);
+    assert!(
+        error.abs() <= 0.02,
+        "estimate {} is off by {:+.2}%",
+        today.visitors,
+        error * 100.0
+    );
 
     // Without a trusted proxy, X-Forwarded-For is anybody's say: not a visitor.
-    let untrusted = e2e::Web::start(&counter.gateway.url, "untrusted", counter.dir.path(), &[]).await;
+    let untrusted =
+        e2e::Web::start(&counter.gateway.url, "untrusted", counter.dir.path(), &[]).await;
     let key2 = format!("{key}-untrusted");
     let response = client
         .post(format!("{}/api/pages/{key2}", untrusted.url))
@@ -392,7 +467,10 @@ async fn unique_visitors_are_estimated_and_nobody_is_stored(backend: Backend) {
     if backend == Backend::Embedded {
         let file = std::fs::read(counter.dir.path().join("data/counter.redb")).unwrap();
         let contains = |needle: &[u8]| file.windows(needle.len()).any(|w| w == needle);
-        assert!(!contains(AGENT.as_bytes()), "the User-Agent is in the store file");
+        assert!(
+            !contains(AGENT.as_bytes()),
+            "the User-Agent is in the store file"
+        );
         for i in [0, 1, 4242, VISITORS - 1] {
             let addr = std::net::Ipv4Addr::from(0xc612_0000 + i).to_string();
             assert!(!contains(addr.as_bytes()), "{addr} is in the store file");
@@ -428,7 +506,8 @@ async fn stats_pages_show_top_counters_and_charts(backend: Backend) {
         .collect();
     assert_eq!(
         ours,
-        hits.map(|(name, n)| (format!("{prefix}/{name}"), n)).to_vec()
+        hits.map(|(name, n)| (format!("{prefix}/{name}"), n))
+            .to_vec()
     );
     assert_eq!(overview.days.len(), 7);
     assert!(overview.days.last().unwrap().hits >= 60);
@@ -436,7 +515,10 @@ async fn stats_pages_show_top_counters_and_charts(backend: Backend) {
     let page = client.get(format!("{web}/stats")).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     let page = page.text().await.unwrap();
-    assert!(page.contains(&format!("href=\"/stats/{prefix}/most\"")), "top counters link to their pages");
+    assert!(
+        page.contains(&format!("href=\"/stats/{prefix}/most\"")),
+        "top counters link to their pages"
+    );
     let charts = svg_charts(&page);
     assert!(!charts.is_empty(), "/stats has a chart of hits per day");
 
@@ -446,10 +528,18 @@ async fn stats_pages_show_top_counters_and_charts(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let page = page.text().await.unwrap();
     assert!(!page.contains("<script"), "no scripts");
-    assert!(page.contains(&format!("/badge/{prefix}/most.svg")), "shows how to embed the badge");
+    assert!(
+        page.contains(&format!("/badge/{prefix}/most.svg")),
+        "shows how to embed the badge"
+    );
     let charts = svg_charts(&page);
     let sizes: Vec<usize> = charts.iter().map(|bars| bars.len()).collect();
     assert_eq!(sizes, [30, 365], "a 30-day and a 365-day chart");
@@ -462,7 +552,12 @@ async fn stats_pages_show_top_counters_and_charts(backend: Backend) {
         }
     }
     // Viewing the page counted nothing.
-    assert_eq!(stats(&client, web, &format!("{prefix}/most"), 1).await.total, 30);
+    assert_eq!(
+        stats(&client, web, &format!("{prefix}/most"), 1)
+            .await
+            .total,
+        30
+    );
 }
 
 /// Every `<svg>` chart of an HTML page as (hits, drawn height) per bar, parsed
