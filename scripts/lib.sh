@@ -161,3 +161,17 @@ stop_local_aerospike() {
         AEROSPIKE_LOCAL_DIR=
     fi
 }
+
+# A Spin CLI for the Spin runs of the tests and for scripts/start: $SPIN, else
+# `spin` on PATH, else the newest $TOOLS_DIR/spin-*/bin/spin. Install Spin the
+# official way (spinframework.dev); the scripts never build it. Sets SPIN, or fails.
+find_spin() {
+    if [ -n "${SPIN:-}" ]; then
+        :
+    elif command -v spin >/dev/null; then
+        SPIN=$(command -v spin)
+    else
+        SPIN=$(ls -d "$TOOLS_DIR"/spin-*/bin/spin 2>/dev/null | sort -V | tail -n1)
+    fi
+    [ -n "$SPIN" ] && [ -x "$SPIN" ] && "$SPIN" --version >/dev/null 2>&1
+}
