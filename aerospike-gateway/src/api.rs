@@ -21,6 +21,7 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::metrics::METRICS;
 use crate::recorder::Recorder;
 use crate::store::pages::{DayRange, PageHitToCount};
 use crate::store::{MAX_LATEST_HITS, Store, StoreError};
@@ -58,6 +59,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
         .route(paths::READYZ, get(readyz::<S>))
+        .route(paths::METRICS, get(metrics))
         .fallback(|| async {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -156,7 +158,11 @@ async fn page_stats<S: Store>(
     })?;
     let query = pages_query(query)?;
     let days = day_range(query.days.as_deref())?;
-    Ok(Json(state.store.page_stats(&key, days).await?))
+    Ok(Json(
+        METRICS
+            .timed("page_stats", state.store.page_stats(&key, days))
+            .await?,
+    ))
 }
 
 async fn pages_overview<S: Store>(
@@ -179,7 +185,11 @@ async fn pages_overview<S: Store>(
                 )
             })?,
     };
-    Ok(Json(state.store.pages_overview(limit, days).await?))
+    Ok(Json(
+        METRICS
+            .timed("pages_overview", state.store.pages_overview(limit, days))
+            .await?,
+    ))
 }
 
 /// Reads at most [`MAX_BODY_BYTES`]. A body over the limit is still read and thrown
@@ -276,7 +286,7 @@ async fn parse_json<T: DeserializeOwned>(
 async fn summary<S: Store>(
     State(state): State<Arc<AppState<S>>>,
 ) -> Result<Json<Summary>, Problem> {
-    Ok(Json(state.store.summary().await?))
+    Ok(Json(METRICS.timed("summary", state.store.summary()).await?))
 }
 
 #[derive(Deserialize)]
@@ -304,20 +314,39 @@ async fn latest_hits<S: Store>(
             .filter(|n| (1..=MAX_LATEST_HITS).contains(n))
             .ok_or_else(bad_limit)?,
     };
-    let hits = state.store.latest_hits(limit).await?;
+    let hits = METRICS
+        .timed("latest_hits", state.store.latest_hits(limit))
+        .await?;
     Ok(Json(LatestHits { hits }))
 }
 
 /// Counters next to a recount of the hit records: they differ only after a
 /// gateway died between writing hits and counting them, or while hits are in flight.
 async fn audit<S: Store>(State(state): State<Arc<AppState<S>>>) -> Result<Json<Audit>, Problem> {
-    let hit_records = state.store.count_hit_records().await?;
-    let summary = state.store.summary().await?;
+    let hit_records = METRICS
+        .timed("count_hit_records", state.store.count_hit_records())
+        .await?;
+    let summary = METRICS.timed("summary", state.store.summary()).await?;
+    METRICS
+        .audit_drift
+        .set(summary.total_hits as i64 - hit_records.total_hits as i64);
     Ok(Json(Audit {
         consistent: summary == hit_records,
         summary,
         hit_records,
     }))
+}
+
+/// The gateway's own figures, for Prometheus to scrape.
+async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        METRICS.encode(),
+    )
+        .into_response()
 }
 
 async fn readyz<S: Store>(

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod config;
+pub mod metrics;
 pub mod reconcile;
 pub mod recorder;
 pub mod store;
@@ -111,6 +112,7 @@ async fn reconcile_store<S: Store>(store: S, apply: bool) -> anyhow::Result<()> 
 async fn run<S: Store>(listener: TcpListener, store: S, config: &Config) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let recorder = Recorder::start(
+        "tutorial",
         {
             let store = store.clone();
             move |hits| {
@@ -122,6 +124,7 @@ async fn run<S: Store>(listener: TcpListener, store: S, config: &Config) -> anyh
         config.store_timeout(),
     );
     let page_recorder = Recorder::start(
+        "page",
         {
             let store = store.clone();
             move |hits| {

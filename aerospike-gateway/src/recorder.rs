@@ -12,9 +12,28 @@
 use std::future::Future;
 use std::time::Duration;
 
+use counter_api::{PageRecorded, Recorded};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::{Kind, METRICS};
 use crate::store::StoreError;
+
+/// What a recorded hit was answered with, as far as the metrics care.
+pub trait Answer {
+    fn duplicate(&self) -> bool;
+}
+
+impl Answer for Recorded {
+    fn duplicate(&self) -> bool {
+        self.duplicate
+    }
+}
+
+impl Answer for PageRecorded {
+    fn duplicate(&self) -> bool {
+        self.duplicate
+    }
+}
 
 /// Hits waiting beyond this are refused with 503 rather than queued without bound.
 const QUEUE_CAPACITY: usize = 65_536;
@@ -40,16 +59,17 @@ impl<H, A> Clone for Recorder<H, A> {
     }
 }
 
-impl<H: Send + 'static, A: Send + 'static> Recorder<H, A> {
+impl<H: Send + 'static, A: Answer + Send + 'static> Recorder<H, A> {
     /// Starts the task that hands batches of up to `max_batch` hits to `write`,
     /// one batch at a time; `write` answers, in order, each hit's outcome.
-    pub fn start<W, F>(write: W, max_batch: usize, timeout: Duration) -> Self
+    /// `kind` names the hits in the metrics (`tutorial` or `page`).
+    pub fn start<W, F>(kind: &'static str, write: W, max_batch: usize, timeout: Duration) -> Self
     where
         W: Fn(Vec<H>) -> F + Send + 'static,
         F: Future<Output = Vec<Result<A, StoreError>>> + Send + 'static,
     {
         let (queue, pending) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(write_batches(write, pending, max_batch));
+        tokio::spawn(write_batches(kind, write, pending, max_batch));
         Self { queue, timeout }
     }
 
@@ -72,7 +92,8 @@ impl<H: Send + 'static, A: Send + 'static> Recorder<H, A> {
     }
 }
 
-async fn write_batches<H, A, W, F>(
+async fn write_batches<H, A: Answer, W, F>(
+    kind: &'static str,
     write: W,
     mut pending: mpsc::Receiver<Pending<H, A>>,
     max_batch: usize,
@@ -80,12 +101,31 @@ async fn write_batches<H, A, W, F>(
     W: Fn(Vec<H>) -> F,
     F: Future<Output = Vec<Result<A, StoreError>>>,
 {
+    let operation = if kind == "page" {
+        "record_page_hits"
+    } else {
+        "record_hits"
+    };
+    let kind = Kind { kind };
     let mut batch = Vec::with_capacity(max_batch);
     while pending.recv_many(&mut batch, max_batch).await > 0 {
+        METRICS
+            .queue_depth
+            .get_or_create(&kind)
+            .set(pending.len() as i64);
         let (hits, answers): (Vec<H>, Vec<_>) = batch.drain(..).map(|p| (p.hit, p.answer)).unzip();
         let size = hits.len();
-        let results = write(hits).await;
+        METRICS.batch_size.get_or_create(&kind).observe(size as f64);
+        let results = METRICS.timed(operation, write(hits)).await;
         tracing::trace!(size, "group commit");
+        for result in &results {
+            let counter = match result {
+                Ok(answer) if answer.duplicate() => &METRICS.duplicates,
+                Ok(_) => &METRICS.hits_recorded,
+                Err(_) => &METRICS.hits_failed,
+            };
+            counter.get_or_create(&kind).inc();
+        }
         for (answer, result) in answers.into_iter().zip(results) {
             // The requester may have given up; the hit is counted all the same.
             let _ = answer.send(result);

@@ -40,6 +40,8 @@ pub mod paths {
     /// `GET ?limit=N&days=D` the [`PagesOverview`](crate::PagesOverview);
     /// `GET /v1/pages/<key>?days=D` one counter's [`PageStats`](crate::PageStats).
     pub const PAGES: &str = "/v1/pages";
+    /// `GET` the gateway's metrics in the Prometheus (OpenMetrics) text format.
+    pub const METRICS: &str = "/metrics";
     /// `GET`: 200 while the process is alive.
     pub const HEALTHZ: &str = "/healthz";
     /// `GET`: 200 while the store can be used, 503 otherwise.

@@ -12,6 +12,7 @@ on_every_backend!(
     bad_input_is_refused_and_nothing_is_written,
     latest_hits_limit_is_checked,
     health_and_unknown_endpoints,
+    metrics_count_what_the_gateway_did,
 );
 
 fn new_hit(server: &str) -> Value {
@@ -446,5 +447,84 @@ async fn health_and_unknown_endpoints(backend: Backend) {
     assert_eq!(
         response.json::<Value>().await.unwrap()["error"],
         "method_not_allowed"
+    );
+}
+
+/// The value of one series in a Prometheus text scrape, e.g.
+/// `gateway_hits_recorded_total{kind="tutorial"}`.
+fn series(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {name} in the scrape:\n{scrape}"))
+}
+
+async fn scrape(client: &reqwest::Client, gateway: &str) -> String {
+    let response = client
+        .get(format!("{gateway}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    response.text().await.unwrap()
+}
+
+async fn metrics_count_what_the_gateway_did(backend: Backend) {
+    let counter = Counter::start(backend, 0).await;
+    let client = http_client();
+    let gateway = &counter.gateway.url;
+    let before = scrape(&client, gateway).await;
+    let recorded = r#"gateway_hits_recorded_total{kind="tutorial"}"#;
+    let duplicates = r#"gateway_duplicate_hits_total{kind="tutorial"}"#;
+    let pages = r#"gateway_hits_recorded_total{kind="page"}"#;
+    // The gateway is this test's own, so its figures start at zero.
+    assert_eq!(series(&before, recorded), 0.0);
+    assert_eq!(
+        series(&before, r#"gateway_store_retries_total{cause="in_doubt"}"#),
+        0.0
+    );
+
+    let hit = new_hit("metrics");
+    for _ in 0..2 {
+        post_hit(&client, gateway, &hit).await;
+    }
+    post_hit(&client, gateway, &new_hit("metrics")).await;
+    let page_hit = json!({
+        "id": uuid::Uuid::now_v7().to_string(),
+        "key": format!("metrics/{}", uuid::Uuid::new_v4().simple()),
+        "ts": 1_732_000_000_000_u64,
+    });
+    let response = client
+        .post(format!("{gateway}/v1/page-hits"))
+        .json(&page_hit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let audit = counter.gateway.audit().await;
+
+    let after = scrape(&client, gateway).await;
+    assert_eq!(series(&after, recorded), 2.0);
+    assert_eq!(series(&after, duplicates), 1.0);
+    assert_eq!(series(&after, pages), 1.0);
+    assert_eq!(
+        series(&after, r#"gateway_batch_size_hits_count{kind="tutorial"}"#),
+        3.0
+    );
+    assert!(
+        series(
+            &after,
+            r#"gateway_store_operation_seconds_count{operation="record_hits"}"#
+        ) >= 3.0
+    );
+    assert_eq!(
+        series(&after, "gateway_audit_drift_hits"),
+        audit.summary.total_hits as f64 - audit.hit_records.total_hits as f64
     );
 }

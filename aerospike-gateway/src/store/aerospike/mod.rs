@@ -50,6 +50,7 @@ use super::pages::{DayRange, PageHitToCount, VisitorSalt};
 use super::{
     Store, StoreError, added_per_server, first_occurrences, number_batch, summary_from_counts,
 };
+use crate::metrics::METRICS;
 
 mod pages;
 
@@ -295,11 +296,16 @@ impl AerospikeStore {
                 Err(error) => error,
             };
             if retryable(&error) && backoff.wait(deadline).await {
-                tracing::debug!(%error, "retried a counter update");
+                METRICS.retried(retry_cause(&error));
+                tracing::debug!(%error, "retrying a counter update");
                 continue;
             }
+            let in_doubt = !retryable(&error) && error.in_doubt();
+            if in_doubt {
+                METRICS.retried("in_doubt");
+            }
             return Err(CounterFailure {
-                in_doubt: !retryable(&error) && error.in_doubt(),
+                in_doubt,
                 error: unavailable_or_failed(&error),
             });
         }
@@ -679,6 +685,11 @@ async fn batch_with_retries(client: &Client, rows: &mut [BatchOperation], deadli
         if pending.is_empty() || !backoff.wait(deadline).await {
             return;
         }
+        for &i in &pending {
+            if let Some(error) = rows[i].error() {
+                METRICS.retried(retry_cause(error));
+            }
+        }
         tracing::debug!(
             rows = pending.len(),
             "retrying batch rows that were not applied"
@@ -780,6 +791,19 @@ const NOT_APPLIED: [ResultCode; 3] = [
     ResultCode::DeviceOverload,
     ResultCode::PartitionUnavailable,
 ];
+
+/// The metrics' name for why a write is tried again.
+fn retry_cause(error: &AsError) -> &'static str {
+    if error.matches(&[ResultCode::KeyBusy]) {
+        "key_busy"
+    } else if error.matches(&[ResultCode::Timeout]) || matches!(error.kind(), ErrorKind::Timeout) {
+        "timeout"
+    } else if connection_trouble(error) {
+        "connection"
+    } else {
+        "other"
+    }
+}
 
 /// The client could not reach a node, or gave up waiting for one.
 fn connection_trouble(error: &AsError) -> bool {

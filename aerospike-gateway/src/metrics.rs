@@ -1,0 +1,156 @@
+//! What the gateway counts about itself, served at `GET /metrics` in the
+//! Prometheus (OpenMetrics) text format through the Prometheus project's own
+//! Rust client.
+//!
+//! One process-wide registry: the recorder, the API and the store's retry loops
+//! all report to it, and none of them needs a handle passed down for it.
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Which counter a hit is for: the tutorial's (`tutorial`) or a named one (`page`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: &'static str,
+}
+
+/// A store operation, e.g. `record_hits` or `page_stats`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Operation {
+    pub operation: &'static str,
+}
+
+/// Why a store write was tried again, or left undecided.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Cause {
+    pub cause: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Hits counted for the first time.
+    pub hits_recorded: Family<Kind, Counter>,
+    /// Hits whose id had been recorded already: answered, not counted again.
+    pub duplicates: Family<Kind, Counter>,
+    /// Hits answered with an error (the store was unavailable or failed).
+    pub hits_failed: Family<Kind, Counter>,
+    /// Hits per group commit.
+    pub batch_size: Family<Kind, Histogram>,
+    /// Hits waiting for the next group commit.
+    pub queue_depth: Family<Kind, Gauge>,
+    /// How long each store operation took, retries included.
+    pub store_seconds: Family<Operation, Histogram>,
+    /// Store writes tried again (`key_busy`, `timeout`, `connection`, `other`),
+    /// and writes whose outcome stayed unknown (`in_doubt`).
+    pub store_retries: Family<Cause, Counter>,
+    /// The tutorial's `total_hits` minus the number of hit records, as the last
+    /// `GET /v1/audit` found them: 0 when they agree.
+    pub audit_drift: Gauge,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("gateway");
+        let hits_recorded = Family::default();
+        registry.register("hits_recorded", "Hits counted", hits_recorded.clone());
+        let duplicates = Family::default();
+        registry.register(
+            "duplicate_hits",
+            "Retried hits answered without counting them again",
+            duplicates.clone(),
+        );
+        let hits_failed = Family::default();
+        registry.register(
+            "failed_hits",
+            "Hits answered with an error",
+            hits_failed.clone(),
+        );
+        let batch_size = Family::<Kind, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 11))
+        });
+        registry.register(
+            "batch_size_hits",
+            "Hits per group commit",
+            batch_size.clone(),
+        );
+        let queue_depth = Family::default();
+        registry.register(
+            "queue_depth_hits",
+            "Hits waiting for the next group commit",
+            queue_depth.clone(),
+        );
+        let store_seconds = Family::<Operation, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register(
+            "store_operation_seconds",
+            "Time per store operation, retries included",
+            store_seconds.clone(),
+        );
+        let store_retries = Family::default();
+        registry.register(
+            "store_retries",
+            "Store writes tried again, by cause; in_doubt: outcome unknown",
+            store_retries.clone(),
+        );
+        let audit_drift = Gauge::default();
+        registry.register(
+            "audit_drift_hits",
+            "total_hits minus the hit records, at the last audit",
+            audit_drift.clone(),
+        );
+        // Every series exists from the start: a scrape tells zero from unknown.
+        for kind in ["tutorial", "page"] {
+            let kind = Kind { kind };
+            for family in [&hits_recorded, &duplicates, &hits_failed] {
+                let _ = family.get_or_create(&kind);
+            }
+            let _ = queue_depth.get_or_create(&kind);
+        }
+        for cause in ["key_busy", "timeout", "connection", "other", "in_doubt"] {
+            let _ = store_retries.get_or_create(&Cause { cause });
+        }
+        Self {
+            registry,
+            hits_recorded,
+            duplicates,
+            hits_failed,
+            batch_size,
+            queue_depth,
+            store_seconds,
+            store_retries,
+            audit_drift,
+        }
+    }
+
+    /// The text a Prometheus scrape reads.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Runs a store operation and records how long it took.
+    pub async fn timed<T>(&self, operation: &'static str, work: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = work.await;
+        self.store_seconds
+            .get_or_create(&Operation { operation })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    pub fn retried(&self, cause: &'static str) {
+        self.store_retries.get_or_create(&Cause { cause }).inc();
+    }
+}
