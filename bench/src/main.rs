@@ -1,5 +1,6 @@
 //! `counter-bench`: drives the whole hit path (HTTP client → web component in
 //! wasmtime → gateway → store) at several concurrency levels, side by side with
+//! - the same path and static page on Spin, when `SPIN` names a Spin CLI;
 //! - badges over many named counters, keys picked by a Zipf law: what counting
 //!   on a named counter costs next to the tutorial's one counter;
 //! - the gateway alone (its hit endpoint hit directly): what the component and
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use clap::Parser;
-use e2e::{Artifacts, Backend, Gateway, Process, Web, free_port};
+use e2e::{Artifacts, Backend, Gateway, Process, Runtime, Web, free_port};
 
 use crate::badges::{BadgeKeys, BadgeTally};
 use crate::load::{Ask, Target};
@@ -119,6 +120,42 @@ async fn main() -> anyhow::Result<()> {
             None,
         ),
     ];
+    let mut targets = targets.to_vec();
+    // The same component and the same static page on Spin, the runtime users run,
+    // when there is a Spin CLI (SPIN): its figures next to wasmtime's.
+    let _spin_webs = match &artifacts.spin {
+        Some(_) => {
+            let web =
+                Web::start_on(Runtime::Spin, &gateway.url, "bench-spin", dir.path(), &[]).await;
+            let ceiling = Web::serve_on(
+                Runtime::Spin,
+                &args.static_component,
+                &gateway.url,
+                "bench-spin-static",
+                dir.path(),
+                &[],
+            )
+            .await;
+            table.compare(
+                "full path on Spin, embedded",
+                "static page on Spin (ceiling)",
+                None,
+            );
+            targets.push((
+                target("full path on Spin, embedded", &web.url, Ask::CounterPage),
+                Some(gateway.pid()),
+            ));
+            targets.push((
+                target("static page on Spin (ceiling)", &ceiling.url, Ask::AnyPage),
+                None,
+            ));
+            Some((web, ceiling))
+        }
+        None => {
+            eprintln!("SPIN does not name a Spin CLI: no Spin rows");
+            None
+        }
+    };
     let acknowledged = run_all(&mut table, &targets, &args.concurrency, duration, 0).await;
     check_totals(&gateway, 0, acknowledged.hits, &table).await?;
     check_badges(
@@ -157,6 +194,30 @@ async fn main() -> anyhow::Result<()> {
                 Some(gateway.pid()),
             ),
         ];
+        let mut targets = targets.to_vec();
+        let _spin_web = match &artifacts.spin {
+            Some(_) => {
+                let web = Web::start_on(
+                    Runtime::Spin,
+                    &gateway.url,
+                    "bench-spin-aerospike",
+                    dir.path(),
+                    &[],
+                )
+                .await;
+                table.compare(
+                    "full path on Spin, Aerospike",
+                    "static page on Spin (ceiling)",
+                    None,
+                );
+                targets.push((
+                    target("full path on Spin, Aerospike", &web.url, Ask::CounterPage),
+                    Some(gateway.pid()),
+                ));
+                Some(web)
+            }
+            None => None,
+        };
         let acknowledged = run_all(&mut table, &targets, &args.concurrency, duration, base).await;
         check_totals(&gateway, base, acknowledged.hits, &table).await?;
         check_badges(
