@@ -176,18 +176,21 @@ pub fn top(entries: impl IntoIterator<Item = (PageKey, u64)>, limit: usize) -> V
     top
 }
 
+/// A page hit for tests: id `id` on `key` at `ts`, no visitor.
+#[cfg(test)]
+pub fn test_hit(id: u128, key: &str, ts: u64) -> PageHitToCount {
+    PageHitToCount {
+        id: HitId::from_u128(id).unwrap(),
+        key: key.parse().unwrap(),
+        ts: EpochMillis::new(ts.into()).unwrap(),
+        visitor: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_hit as hit;
     use super::*;
-
-    fn hit(id: u128, key: &str, ts: u64) -> PageHitToCount {
-        PageHitToCount {
-            id: HitId::from_u128(id).unwrap(),
-            key: key.parse().unwrap(),
-            ts: EpochMillis::new(ts.into()).unwrap(),
-            visitor: None,
-        }
-    }
 
     #[test]
     fn numbering_per_key_and_day() {

@@ -363,18 +363,9 @@ impl AerospikeStore {
             }
         }
         let numbered = number_batch(hits, &counted, total_after, &server_after);
-        Ok(hits
-            .iter()
-            .zip(created)
-            .zip(numbered)
-            .map(|((hit, created), recorded)| {
-                created?;
-                match server_errors.get(&hit.server) {
-                    Some(error) => Err(error.clone()),
-                    None => Ok(recorded),
-                }
-            })
-            .collect())
+        Ok(answers(hits, created, numbered, &server_errors, |hit| {
+            &hit.server
+        }))
     }
 
     /// The total was not incremented: remove the hit records just created, so the
@@ -791,6 +782,32 @@ const NOT_APPLIED: [ResultCode; 3] = [
     ResultCode::DeviceOverload,
     ResultCode::PartitionUnavailable,
 ];
+
+/// Each hit's answer: its record's failure, else its counter's failure (found by
+/// `counter_of`), else its number.
+fn answers<H, R, K, Q>(
+    hits: &[H],
+    created: Vec<Result<bool, StoreError>>,
+    numbered: Vec<R>,
+    counter_errors: &HashMap<K, StoreError>,
+    counter_of: impl Fn(&H) -> &Q,
+) -> Vec<Result<R, StoreError>>
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    hits.iter()
+        .zip(created)
+        .zip(numbered)
+        .map(|((hit, created), recorded)| {
+            created?;
+            match counter_errors.get(counter_of(hit)) {
+                Some(error) => Err(error.clone()),
+                None => Ok(recorded),
+            }
+        })
+        .collect()
+}
 
 /// The metrics' name for why a write is tried again.
 fn retry_cause(error: &AsError) -> &'static str {

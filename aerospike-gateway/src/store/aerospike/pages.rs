@@ -61,7 +61,7 @@ use super::super::pages::{
     number_page_batch, top,
 };
 use super::{
-    AerospikeStore, Backoff, CounterFailure, StoreError, TOTAL_BIN, batch_with_retries,
+    AerospikeStore, Backoff, CounterFailure, StoreError, TOTAL_BIN, answers, batch_with_retries,
     millis_until, retryable, row_failure, unavailable_or_failed,
 };
 
@@ -177,18 +177,9 @@ impl AerospikeStore {
         );
 
         let numbered = number_page_batch(hits, &counted, &counts, &total_after, &day_after);
-        Ok(hits
-            .iter()
-            .zip(created)
-            .zip(numbered)
-            .map(|((hit, created), recorded)| {
-                created?;
-                match key_errors.get(&hit.key) {
-                    Some(error) => Err(error.clone()),
-                    None => Ok(recorded),
-                }
-            })
-            .collect())
+        Ok(answers(hits, created, numbered, &key_errors, |hit| {
+            &hit.key
+        }))
     }
 
     /// Step 2: one batch operate over the keys, answering each key's counters
@@ -746,18 +737,8 @@ fn stored_salt(value: Option<&Value>) -> Result<VisitorSalt, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use counter_api::{EpochMillis, HitId};
-
+    use super::super::super::pages::test_hit as hit;
     use super::*;
-
-    fn hit(id: u128, key: &str, ts: u64) -> PageHitToCount {
-        PageHitToCount {
-            id: HitId::from_u128(id).unwrap(),
-            key: key.parse().unwrap(),
-            ts: EpochMillis::new(ts.into()).unwrap(),
-            visitor: None,
-        }
-    }
 
     #[test]
     fn plans_cover_every_key_and_day_of_the_batch() {
