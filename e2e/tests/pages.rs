@@ -464,18 +464,106 @@ async fn unique_visitors_are_estimated_and_nobody_is_stored(backend: Backend) {
     untrusted.stop().await;
 
     // Nothing of the visitors is stored: not their addresses, not their agent.
-    if backend == Backend::Embedded {
-        let file = std::fs::read(counter.dir.path().join("data/counter.redb")).unwrap();
-        let contains = |needle: &[u8]| file.windows(needle.len()).any(|w| w == needle);
-        assert!(
-            !contains(AGENT.as_bytes()),
-            "the User-Agent is in the store file"
-        );
-        for i in [0, 1, 4242, VISITORS - 1] {
-            let addr = std::net::Ipv4Addr::from(0xc612_0000 + i).to_string();
-            assert!(!contains(addr.as_bytes()), "{addr} is in the store file");
+    let needles: Vec<Vec<u8>> = [0, 1, 4242, VISITORS - 1]
+        .map(|i| {
+            std::net::Ipv4Addr::from(0xc612_0000 + i)
+                .to_string()
+                .into_bytes()
+        })
+        .into_iter()
+        .chain([AGENT.as_bytes().to_vec()])
+        .collect();
+    match backend {
+        Backend::Embedded => {
+            let file = std::fs::read(counter.dir.path().join("data/counter.redb")).unwrap();
+            for needle in &needles {
+                assert!(
+                    !file.windows(needle.len()).any(|w| w == needle),
+                    "{} is in the store file",
+                    String::from_utf8_lossy(needle)
+                );
+            }
+        }
+        Backend::Aerospike => {
+            let bytes = aerospike_page_data().await;
+            for needle in &needles {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{} is in Aerospike",
+                    String::from_utf8_lossy(needle)
+                );
+            }
         }
     }
+}
+
+/// Every key and bin of the named counters' sets on the cluster under test, as
+/// bytes to search.
+async fn aerospike_page_data() -> Vec<u8> {
+    use ::aerospike::query::{PartitionFilter, Statement};
+    use ::aerospike::{Bins, Client, ClientPolicy, QueryPolicy, Value};
+    use futures::StreamExt;
+
+    fn bytes_of(value: &Value, out: &mut Vec<u8>) {
+        match value {
+            Value::String(s) => out.extend_from_slice(s.as_bytes()),
+            Value::Blob(b) | Value::Hll(b) => out.extend_from_slice(b),
+            Value::List(items) | Value::MultiResult(items) => {
+                items.iter().for_each(|v| bytes_of(v, out))
+            }
+            Value::KeyValueList(pairs) => pairs.iter().for_each(|(k, v)| {
+                bytes_of(k, out);
+                bytes_of(v, out);
+            }),
+            Value::SortedMap(map) => map.iter().for_each(|(k, v)| {
+                bytes_of(k, out);
+                bytes_of(v, out);
+            }),
+            Value::HashMap(map) => map.iter().for_each(|(k, v)| {
+                bytes_of(k, out);
+                bytes_of(v, out);
+            }),
+            Value::OrderedMap(map) => map.iter().for_each(|(k, v)| {
+                bytes_of(k, out);
+                bytes_of(v, out);
+            }),
+            other => out.extend_from_slice(format!("{other}").as_bytes()),
+        }
+        out.push(0);
+    }
+
+    let hosts = Backend::aerospike_hosts().expect("AEROSPIKE_HOSTS");
+    let client = Client::new(&ClientPolicy::default(), &hosts)
+        .await
+        .expect("connecting to Aerospike");
+    let mut bytes = Vec::new();
+    for set in [
+        "page_hits",
+        "pages",
+        "page_visitors",
+        "page_days",
+        "visitor_salts",
+    ] {
+        let records = client
+            .query(
+                &QueryPolicy::default(),
+                PartitionFilter::all(),
+                Statement::new("test", set, Bins::All),
+            )
+            .await
+            .expect("querying a set");
+        let mut stream = records.into_stream();
+        while let Some(record) = stream.next().await {
+            let record = record.expect("a record");
+            if let Some(key) = record.key.as_ref().and_then(|k| k.user_key()) {
+                bytes_of(key, &mut bytes);
+            }
+            for value in record.bins.values() {
+                bytes_of(value, &mut bytes);
+            }
+        }
+    }
+    bytes
 }
 
 async fn stats_pages_show_top_counters_and_charts(backend: Backend) {
