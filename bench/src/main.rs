@@ -231,15 +231,9 @@ async fn main() -> anyhow::Result<()> {
 
         match &args.python {
             Some(python) => {
-                let host = hosts
-                    .split(',')
-                    .next()
-                    .unwrap_or_default()
-                    .split(':')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned();
+                let seed = hosts.split(',').next().unwrap_or_default().trim();
+                let (host, port) = seed.split_once(':').unwrap_or((seed, "3000"));
+                let host = format!("{host}:{port}");
                 for server in [TutorialServer::Flask, TutorialServer::Gunicorn] {
                     let (process, authority) = server
                         .start(python, &args.tutorial_dir, &host, dir.path())
@@ -473,13 +467,15 @@ impl TutorialServer {
         self,
         python: &std::path::Path,
         app_dir: &std::path::Path,
-        aerospike_host: &str,
+        aerospike: &str,
         log_dir: &std::path::Path,
     ) -> anyhow::Result<(Process, String)> {
+        let (host, port) = aerospike.split_once(':').unwrap_or((aerospike, "3000"));
         let mut command = tokio::process::Command::new(python);
         command
             .current_dir(app_dir)
-            .env("AEROSPIKE_HOST", aerospike_host);
+            .env("AEROSPIKE_HOST", host)
+            .env("AEROSPIKE_PORT", port);
         let authority = match self {
             // As printed: app.run(host="0.0.0.0", debug=True) on Flask's port 5000.
             Self::Flask => {

@@ -2,7 +2,8 @@
 # as printed, with the smallest fix that lets it run with today's `aerospike` client:
 # one client, built at start-up. As printed, `client` was only assigned when a
 # freshly built client reported itself disconnected, which today's client never
-# does, so every page was the "Hummm" error. Used by scripts/bench as the baseline.
+# does, so every page was the "Hummm" error. Used by scripts/bench as the baseline,
+# which may run Aerospike on another port than the tutorial's 3000: AEROSPIKE_PORT.
 from flask import Flask, request
 import aerospike
 import os
@@ -14,7 +15,7 @@ import uuid
 app = Flask(__name__)
 
 config = {
-  'hosts': [ (os.environ.get('AEROSPIKE_HOST', 'prod_aerospike_1'), 3000) ],
+  'hosts': [ (os.environ.get('AEROSPIKE_HOST', 'prod_aerospike_1'), int(os.environ.get('AEROSPIKE_PORT', 3000))) ],
   'policies': { 'key': aerospike.POLICY_KEY_SEND }
 }
 
