@@ -7,7 +7,8 @@
 //! every hit waiting in the queue, writes them as one batch (one +k increment per
 //! counter), and answers each hit with its own N. Batching is driven by load, not a
 //! timer: an idle gateway writes a lone hit at once, and under load the next batch
-//! gathers in the queue while the previous write is in flight.
+//! gathers in the queue while the previous write is in flight. Page hits (named
+//! counters) have a queue and a writer of their own, of the same shape.
 
 use std::future::Future;
 use std::time::Duration;
