@@ -30,6 +30,24 @@ pub fn http_client() -> reqwest::Client {
         .expect("building the HTTP client")
 }
 
+/// The test functions of one run of a suite: each calls the suite's `$test($arg)`
+/// (the suite being the module `$($suite)*`), and shows as ignored, with
+/// `$reason`, when the cfg `$missing` holds.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __e2e_runs {
+    ([$($suite:tt)*] $arg:expr, $missing:meta, $reason:literal; $($test:ident),*) => {
+        use $($suite)* as __suite;
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr($missing, ignore = $reason)]
+            async fn $test() {
+                __suite::$test($arg).await
+            }
+        )*
+    };
+}
+
 /// Runs each listed `async fn(Backend)` twice: on the embedded store, and on the
 /// Aerospike cluster named by `AEROSPIKE_HOSTS`. Without that variable the
 /// Aerospike runs show as ignored, with the reason, in the test output.
@@ -37,24 +55,13 @@ pub fn http_client() -> reqwest::Client {
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test($crate::Backend::Embedded).await
-                }
-            )*
+            $crate::__e2e_runs!([super] $crate::Backend::Embedded, any(), "";
+                $($test),*);
         }
         mod aerospike {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[cfg_attr(
-                    not(aerospike),
-                    ignore = "AEROSPIKE_HOSTS is not set, so there is no Aerospike cluster to run against"
-                )]
-                async fn $test() {
-                    super::$test($crate::Backend::Aerospike).await
-                }
-            )*
+            $crate::__e2e_runs!([super] $crate::Backend::Aerospike, not(aerospike),
+                "AEROSPIKE_HOSTS is not set, so there is no Aerospike cluster to run against";
+                $($test),*);
         }
     };
 }
@@ -67,62 +74,31 @@ macro_rules! on_every_runtime_and_backend {
     ($($test:ident),* $(,)?) => {
         mod wasmtime {
             mod embedded {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $test() {
-                        super::super::$test($crate::Setup {
-                            backend: $crate::Backend::Embedded,
-                            runtime: $crate::Runtime::Wasmtime,
-                        }).await
-                    }
-                )*
+                $crate::__e2e_runs!([super::super]
+                    $crate::Setup { backend: $crate::Backend::Embedded, runtime: $crate::Runtime::Wasmtime },
+                    any(), ""; $($test),*);
             }
             mod aerospike {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    #[cfg_attr(
-                        not(aerospike),
-                        ignore = "AEROSPIKE_HOSTS is not set, so there is no Aerospike cluster to run against"
-                    )]
-                    async fn $test() {
-                        super::super::$test($crate::Setup {
-                            backend: $crate::Backend::Aerospike,
-                            runtime: $crate::Runtime::Wasmtime,
-                        }).await
-                    }
-                )*
+                $crate::__e2e_runs!([super::super]
+                    $crate::Setup { backend: $crate::Backend::Aerospike, runtime: $crate::Runtime::Wasmtime },
+                    not(aerospike),
+                    "AEROSPIKE_HOSTS is not set, so there is no Aerospike cluster to run against";
+                    $($test),*);
             }
         }
         mod spin {
             mod embedded {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    #[cfg_attr(
-                        not(spin),
-                        ignore = "SPIN does not name a Spin CLI, so there is no Spin to run on"
-                    )]
-                    async fn $test() {
-                        super::super::$test($crate::Setup {
-                            backend: $crate::Backend::Embedded,
-                            runtime: $crate::Runtime::Spin,
-                        }).await
-                    }
-                )*
+                $crate::__e2e_runs!([super::super]
+                    $crate::Setup { backend: $crate::Backend::Embedded, runtime: $crate::Runtime::Spin },
+                    not(spin), "SPIN does not name a Spin CLI, so there is no Spin to run on";
+                    $($test),*);
             }
             mod aerospike {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    #[cfg_attr(
-                        any(not(spin), not(aerospike)),
-                        ignore = "needs both a Spin CLI in SPIN and an Aerospike cluster in AEROSPIKE_HOSTS"
-                    )]
-                    async fn $test() {
-                        super::super::$test($crate::Setup {
-                            backend: $crate::Backend::Aerospike,
-                            runtime: $crate::Runtime::Spin,
-                        }).await
-                    }
-                )*
+                $crate::__e2e_runs!([super::super]
+                    $crate::Setup { backend: $crate::Backend::Aerospike, runtime: $crate::Runtime::Spin },
+                    any(not(spin), not(aerospike)),
+                    "needs both a Spin CLI in SPIN and an Aerospike cluster in AEROSPIKE_HOSTS";
+                    $($test),*);
             }
         }
     };
