@@ -32,7 +32,9 @@ mod visitor;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use counter_api::{ApiError, EpochMillis, Hit, HitId, LatestHits, PageHit, PageKey, Summary};
+use counter_api::{
+    ApiError, EpochMillis, Hit, HitId, InvalidPage, LatestHits, PageHit, PageKey, Summary,
+};
 use serde::Serialize;
 use serde_json::json;
 use spin_sdk::http::{IncomingRequest, Method, Response};
@@ -124,12 +126,18 @@ fn handle(request: IncomingRequest) -> Response {
                 )
             })
             .unwrap_or_else(|e| unavailable(&e)),
-        Route::Badge(key) => badge(&gateway, &config, &key, query, &header),
-        Route::PageStatsPage(key) => page_stats_page(&gateway, &key, query),
-        Route::PageApi(key) if matches!(method, Method::Post) => {
-            count_page_hit_api(&gateway, &config, &key, query, &header)
+        Route::Badge(Ok(key)) => badge(&gateway, &config, key, query, &header),
+        Route::PageStatsPage(Ok(key)) => page_stats_page(&gateway, &key, query),
+        Route::PageApi(Ok(key)) if matches!(method, Method::Post) => {
+            count_page_hit_api(&gateway, &config, key, query, &header)
         }
-        Route::PageApi(key) => read_page_api(&gateway, &key, query),
+        Route::PageApi(Ok(key)) => read_page_api(&gateway, &key, query),
+        Route::Badge(Err(error)) => plain(
+            400,
+            &format!("Bad counter key in the badge URL: {error}.\n"),
+        ),
+        Route::PageStatsPage(Err(error)) => plain(400, &format!("Bad counter key: {error}.\n")),
+        Route::PageApi(Err(error)) => json_error(400, "invalid_key", &error.to_string()),
         Route::PagesApi => pages_api(&gateway, query),
     }
 }
@@ -140,11 +148,11 @@ enum Route {
     StatsPage,
     StatsJson,
     Healthz,
-    /// The raw key of `/badge/<key>.svg`, parsed by the handler so a bad one gets
-    /// a message rather than a 404.
-    Badge(String),
-    PageStatsPage(String),
-    PageApi(String),
+    /// `/badge/<key>.svg`. The key is parsed here, once, for every route that
+    /// names a counter; a bad one is answered with what is allowed, not a 404.
+    Badge(Result<PageKey, InvalidPage>),
+    PageStatsPage(Result<PageKey, InvalidPage>),
+    PageApi(Result<PageKey, InvalidPage>),
     PagesApi,
 }
 
@@ -160,11 +168,11 @@ impl Route {
                 // A prefix with no key at all names nothing: 404, as before.
                 let key = |prefix: &str| path.strip_prefix(prefix).filter(|k| !k.is_empty());
                 if let Some(rest) = key("/badge/") {
-                    Self::Badge(rest.strip_suffix(".svg")?.to_owned())
+                    Self::Badge(rest.strip_suffix(".svg")?.parse())
                 } else if let Some(key) = key("/stats/") {
-                    Self::PageStatsPage(key.to_owned())
+                    Self::PageStatsPage(key.parse())
                 } else if let Some(key) = key("/api/pages/") {
-                    Self::PageApi(key.to_owned())
+                    Self::PageApi(key.parse())
                 } else {
                     return None;
                 }
@@ -212,19 +220,10 @@ fn stats(gateway: &Gateway) -> Result<(Summary, LatestHits), GatewayError> {
 fn badge(
     gateway: &Gateway,
     config: &Config,
-    key: &str,
+    key: PageKey,
     query: &str,
     header: &dyn Fn(&str) -> Option<String>,
 ) -> Response {
-    let key = match key.parse::<PageKey>() {
-        Ok(key) => key,
-        Err(error) => {
-            return plain(
-                400,
-                &format!("Bad counter key in the badge URL: {error}.\n"),
-            );
-        }
-    };
     let options = match query::parse(query)
         .map_err(|e| e.to_string())
         .and_then(|pairs| badge::BadgeOptions::from_query(&pairs).map_err(|e| e.to_string()))
@@ -268,14 +267,10 @@ fn badge(
 fn count_page_hit_api(
     gateway: &Gateway,
     config: &Config,
-    key: &str,
+    key: PageKey,
     query: &str,
     header: &dyn Fn(&str) -> Option<String>,
 ) -> Response {
-    let key = match key.parse::<PageKey>() {
-        Ok(key) => key,
-        Err(error) => return json_error(400, "invalid_key", &error.to_string()),
-    };
     if let Err(error) = query::parse(query).and_then(|pairs| query::reject_unknown(&pairs, &[])) {
         return json_error(400, "invalid_query", &error.to_string());
     }
@@ -299,11 +294,7 @@ fn count_page_hit_api(
 }
 
 /// `GET /api/pages/<key>?days=N`: the counter without counting.
-fn read_page_api(gateway: &Gateway, key: &str, query: &str) -> Response {
-    let key = match key.parse::<PageKey>() {
-        Ok(key) => key,
-        Err(error) => return json_error(400, "invalid_key", &error.to_string()),
-    };
+fn read_page_api(gateway: &Gateway, key: &PageKey, query: &str) -> Response {
     let days = match query::parse(query)
         .map_err(|e| e.to_string())
         .and_then(|pairs| {
@@ -313,7 +304,7 @@ fn read_page_api(gateway: &Gateway, key: &str, query: &str) -> Response {
         Ok(days) => days as u32,
         Err(message) => return json_error(400, "invalid_query", &message),
     };
-    match gateway.page_stats(&key, days) {
+    match gateway.page_stats(key, days) {
         Ok(stats) => json_response(200, &stats),
         Err(error) => json_unavailable(&error),
     }
@@ -341,15 +332,11 @@ fn pages_api(gateway: &Gateway, query: &str) -> Response {
 }
 
 /// `GET /stats/<key>`: one counter's page.
-fn page_stats_page(gateway: &Gateway, key: &str, query: &str) -> Response {
-    let key = match key.parse::<PageKey>() {
-        Ok(key) => key,
-        Err(error) => return plain(400, &format!("Bad counter key: {error}.\n")),
-    };
+fn page_stats_page(gateway: &Gateway, key: &PageKey, query: &str) -> Response {
     if let Err(error) = query::parse(query).and_then(|pairs| query::reject_unknown(&pairs, &[])) {
         return plain(400, &format!("{error}\n"));
     }
-    match gateway.page_stats(&key, PAGE_DAYS_SHOWN) {
+    match gateway.page_stats(key, PAGE_DAYS_SHOWN) {
         Ok(stats) => html(&page_stats_page::render(&stats)),
         Err(error) => unavailable(&error),
     }
@@ -482,15 +469,23 @@ mod tests {
         assert_eq!(Route::from_path("/index.html"), None);
         assert_eq!(
             Route::from_path("/badge/github.com/o/r.svg"),
-            Some(Route::Badge("github.com/o/r".into()))
+            Some(Route::Badge("github.com/o/r".parse()))
         );
         assert_eq!(Route::from_path("/badge/x.png"), None);
         assert_eq!(
             Route::from_path("/api/pages/blog/x"),
-            Some(Route::PageApi("blog/x".into()))
+            Some(Route::PageApi("blog/x".parse()))
         );
         assert_eq!(Route::from_path("/api/pages"), Some(Route::PagesApi));
-        assert!(Route::PageApi(String::new()).allows(&spin_sdk::http::Method::Post));
+        assert_eq!(
+            Route::from_path("/stats/a//b"),
+            Some(Route::PageStatsPage("a//b".parse()))
+        );
+        assert!(matches!(
+            Route::from_path("/stats/a//b"),
+            Some(Route::PageStatsPage(Err(_)))
+        ));
+        assert!(Route::PageApi("k".parse()).allows(&spin_sdk::http::Method::Post));
         assert!(!Route::Counter.allows(&spin_sdk::http::Method::Post));
     }
 }
