@@ -402,7 +402,8 @@ async fn wait_until_ok(url: &str, process: &mut Process) {
     }
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+/// `GET url` as JSON, or a panic that shows the status and the body.
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
     let response = http_client().get(url).send().await.expect("GET");
     let status = response.status();
     if !status.is_success() {

@@ -17,7 +17,9 @@ mod proxy;
 
 pub use artifacts::Artifacts;
 pub use backend::Backend;
-pub use counter::{Counter, Gateway, Runtime, Setup, WASMTIME_SERVE_FLAGS, Web, free_port};
+pub use counter::{
+    Counter, Gateway, Runtime, Setup, WASMTIME_SERVE_FLAGS, Web, free_port, get_json,
+};
 pub use process::Process;
 pub use proxy::TcpProxy;
 

@@ -417,14 +417,7 @@ async fn swarm_stack_scales_the_web_tier_behind_the_load_balancer() {
             .unwrap();
         assert_eq!(response.status(), 201);
     }
-    let today: serde_json::Value = http_client()
-        .get(format!("{url}/api/pages/{key}?days=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let today: serde_json::Value = e2e::get_json(&format!("{url}/api/pages/{key}?days=1")).await;
     assert_eq!(
         (&today["today"]["hits"], &today["today"]["visitors"]),
         (&serde_json::json!(2), &serde_json::json!(1)),

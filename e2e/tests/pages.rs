@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use counter_api::{PageRecorded, PageStats, PagesOverview};
-use e2e::{Backend, Counter, Runtime, Setup, http_client, on_every_runtime_and_backend};
+use e2e::{Backend, Counter, Runtime, Setup, get_json, http_client, on_every_runtime_and_backend};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -592,14 +592,7 @@ async fn stats_pages_show_top_counters_and_charts(setup: Setup) {
             post_hit(&client, web, &format!("{prefix}/{name}")).await;
         }
     }
-    let overview: PagesOverview = client
-        .get(format!("{web}/api/pages?limit=100&days=7"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let overview: PagesOverview = get_json(&format!("{web}/api/pages?limit=100&days=7")).await;
     let ours: Vec<(String, u64)> = overview
         .top_today
         .iter()
