@@ -125,8 +125,6 @@ async fn main() -> anyhow::Result<()> {
     // when there is a Spin CLI (SPIN): its figures next to wasmtime's.
     let _spin_webs = match &artifacts.spin {
         Some(_) => {
-            let web =
-                Web::start_on(Runtime::Spin, &gateway.url, "bench-spin", dir.path(), &[]).await;
             let ceiling = Web::serve_on(
                 Runtime::Spin,
                 &args.static_component,
@@ -136,19 +134,9 @@ async fn main() -> anyhow::Result<()> {
                 &[],
             )
             .await;
-            table.compare(
-                "full path on Spin, embedded",
-                "static page on Spin (ceiling)",
-                None,
-            );
-            targets.push((
-                target("full path on Spin, embedded", &web.url, Ask::CounterPage),
-                Some(gateway.pid()),
-            ));
-            targets.push((
-                target("static page on Spin (ceiling)", &ceiling.url, Ask::AnyPage),
-                None,
-            ));
+            let web =
+                spin_full_path(&mut table, &mut targets, &gateway, "embedded", dir.path()).await;
+            targets.push((target(SPIN_CEILING, &ceiling.url, Ask::AnyPage), None));
             Some((web, ceiling))
         }
         None => {
@@ -196,26 +184,9 @@ async fn main() -> anyhow::Result<()> {
         ];
         let mut targets = targets.to_vec();
         let _spin_web = match &artifacts.spin {
-            Some(_) => {
-                let web = Web::start_on(
-                    Runtime::Spin,
-                    &gateway.url,
-                    "bench-spin-aerospike",
-                    dir.path(),
-                    &[],
-                )
-                .await;
-                table.compare(
-                    "full path on Spin, Aerospike",
-                    "static page on Spin (ceiling)",
-                    None,
-                );
-                targets.push((
-                    target("full path on Spin, Aerospike", &web.url, Ask::CounterPage),
-                    Some(gateway.pid()),
-                ));
-                Some(web)
-            }
+            Some(_) => Some(
+                spin_full_path(&mut table, &mut targets, &gateway, "Aerospike", dir.path()).await,
+            ),
             None => None,
         };
         let acknowledged = run_all(&mut table, &targets, &args.concurrency, duration, base).await;
@@ -277,6 +248,35 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.json.display()))?;
     eprintln!("figures written to {}", args.json.display());
     Ok(())
+}
+
+/// The row of Spin's static-page ceiling.
+const SPIN_CEILING: &str = "static page on Spin (ceiling)";
+
+/// Adds "full path on Spin, <store>" against `gateway` to the run, compared with
+/// Spin's ceiling. The web component it starts must live as long as the run.
+async fn spin_full_path(
+    table: &mut Table,
+    targets: &mut Vec<(Target, Option<i32>)>,
+    gateway: &Gateway,
+    store: &str,
+    dir: &std::path::Path,
+) -> Web {
+    let web = Web::start_on(
+        Runtime::Spin,
+        &gateway.url,
+        &format!("bench-spin-{}", store.to_lowercase()),
+        dir,
+        &[],
+    )
+    .await;
+    let name = format!("full path on Spin, {store}");
+    table.compare(&name, SPIN_CEILING, None);
+    targets.push((
+        target(&name, &web.url, Ask::CounterPage),
+        Some(gateway.pid()),
+    ));
+    web
 }
 
 fn target(name: &str, url: &str, ask: Ask) -> Target {
