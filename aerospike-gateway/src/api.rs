@@ -119,21 +119,34 @@ struct PagesQuery {
 
 /// `days` (1..=[`MAX_DAYS`], default 30) ending today, by the gateway's clock.
 fn day_range(days: Option<&str>) -> Result<DayRange, Problem> {
-    let days = match days {
-        None => 30,
-        Some(days) => days
-            .parse::<u32>()
+    let days = whole_number(days, "days", 30, MAX_DAYS as usize)?;
+    Ok(DayRange::ending(today(), days as u32))
+}
+
+/// The query parameter `name`: a whole number from 1 to `max`, `default` when
+/// absent; anything else is refused.
+fn whole_number(
+    value: Option<&str>,
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, Problem> {
+    match value {
+        None => Ok(default),
+        Some(value) => value
+            .parse::<usize>()
             .ok()
-            .filter(|n| (1..=MAX_DAYS).contains(n))
-            .ok_or_else(|| {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_days",
-                    format!("days must be a whole number from 1 to {MAX_DAYS}"),
-                )
-            })?,
-    };
-    Ok(DayRange::ending(today(), days))
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| not_a_whole_number(name, max)),
+    }
+}
+
+fn not_a_whole_number(name: &str, max: usize) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        &format!("invalid_{name}"),
+        format!("{name} must be a whole number from 1 to {max}"),
+    )
 }
 
 fn pages_query(
@@ -171,20 +184,7 @@ async fn pages_overview<S: Store>(
 ) -> Result<Json<PagesOverview>, Problem> {
     let query = pages_query(query)?;
     let days = day_range(query.days.as_deref())?;
-    let limit = match query.limit {
-        None => 10,
-        Some(limit) => limit
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_TOP).contains(n))
-            .ok_or_else(|| {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_limit",
-                    format!("limit must be a whole number from 1 to {MAX_TOP}"),
-                )
-            })?,
-    };
+    let limit = whole_number(query.limit.as_deref(), "limit", 10, MAX_TOP)?;
     Ok(Json(
         METRICS
             .timed("pages_overview", state.store.pages_overview(limit, days))
@@ -298,22 +298,8 @@ async fn latest_hits<S: Store>(
     State(state): State<Arc<AppState<S>>>,
     query: Result<Query<LatestQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<LatestHits>, Problem> {
-    let bad_limit = || {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_limit",
-            format!("limit must be a whole number from 1 to {MAX_LATEST_HITS}"),
-        )
-    };
-    let Query(query) = query.map_err(|_| bad_limit())?;
-    let limit = match query.limit {
-        None => 20,
-        Some(limit) => limit
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LATEST_HITS).contains(n))
-            .ok_or_else(bad_limit)?,
-    };
+    let Query(query) = query.map_err(|_| not_a_whole_number("limit", MAX_LATEST_HITS))?;
+    let limit = whole_number(query.limit.as_deref(), "limit", 20, MAX_LATEST_HITS)?;
     let hits = METRICS
         .timed("latest_hits", state.store.latest_hits(limit))
         .await?;
