@@ -3,7 +3,10 @@
 //! - `cfg(aerospike_single)`: it names one node, so a proxy in front of it carries
 //!   all of the gateway's traffic (with several, the client reaches them directly);
 //! - `cfg(docker)`: a Docker engine answers `docker info`;
-//! - `cfg(spin)`: `SPIN` names a Spin CLI that runs.
+//! - `cfg(spin)`: `SPIN` names a Spin CLI that runs;
+//! - `cfg(aerospike_cluster)`: `AEROSPIKE_ASD` names an Aerospike server binary
+//!   and the tests run as root with `ip` and `iptables`, so the fault suite can
+//!   start its own cluster in network namespaces.
 //!
 //! Tests that need one of these show as ignored, with the reason, when it is
 //! missing, rather than passing without having run.
@@ -15,6 +18,8 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(aerospike_single)");
     println!("cargo::rustc-check-cfg=cfg(docker)");
     println!("cargo::rustc-check-cfg=cfg(spin)");
+    println!("cargo::rustc-check-cfg=cfg(aerospike_cluster)");
+    println!("cargo::rerun-if-env-changed=AEROSPIKE_ASD");
     println!("cargo::rerun-if-env-changed=SPIN");
     println!("cargo::rerun-if-env-changed=AEROSPIKE_HOSTS");
     println!("cargo::rerun-if-env-changed=DOCKER_HOST");
@@ -47,5 +52,21 @@ fn main() {
         if runs.is_ok_and(|status| status.success()) {
             println!("cargo::rustc-cfg=spin");
         }
+    }
+    let asd = std::env::var_os("AEROSPIKE_ASD").filter(|s| !s.is_empty());
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    let tools = ["ip", "iptables"].iter().all(|tool| {
+        Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    });
+    if asd.is_some_and(|asd| std::path::Path::new(&asd).is_file()) && root && tools {
+        println!("cargo::rustc-cfg=aerospike_cluster");
     }
 }

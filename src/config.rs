@@ -13,8 +13,10 @@ use crate::visitor::TrustedProxies;
 
 /// Where the gateway listens when `GATEWAY_URL` is not set: the gateway's own default.
 pub const DEFAULT_GATEWAY_URL: &str = "http://127.0.0.1:8081";
-/// Long enough for a group commit under load, short enough that a person still waits.
-pub const DEFAULT_GATEWAY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Long enough for a group commit under load, and for the gateway to ride out an
+/// Aerospike node leaving (its `STORE_TIMEOUT_MS`, 2.5 s, plus the trip); short
+/// enough that a person still waits.
+pub const DEFAULT_GATEWAY_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct Config {

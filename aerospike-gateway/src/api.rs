@@ -316,10 +316,15 @@ async fn audit<S: Store>(State(state): State<Arc<AppState<S>>>) -> Result<Json<A
     METRICS
         .audit_drift
         .set(summary.total_hits as i64 - hit_records.total_hits as i64);
+    let consistent = summary == hit_records;
+    if !consistent {
+        state.store.suspect_drift();
+    }
     Ok(Json(Audit {
-        consistent: summary == hit_records,
+        consistent,
         summary,
         hit_records,
+        findings: state.store.findings().await,
     }))
 }
 

@@ -57,8 +57,10 @@ pub struct Config {
     pub aerospike_namespace: String,
 
     /// Longest a store operation may take, retries included, before the request fails
-    /// with 503.
-    #[arg(long, env = "STORE_TIMEOUT_MS", default_value_t = 1500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    /// with 503. Longer than an Aerospike node's departure takes to be noticed and
+    /// routed around (about 1.5 s with the shipped heartbeat), so hits wait
+    /// through it instead of failing.
+    #[arg(long, env = "STORE_TIMEOUT_MS", default_value_t = 2500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub store_timeout_ms: u64,
 
     /// Most hits written together in one group commit.

@@ -53,6 +53,13 @@ pub struct Metrics {
     /// The tutorial's `total_hits` minus the number of hit records, as the last
     /// `GET /v1/audit` found them: 0 when they agree.
     pub audit_drift: Gauge,
+    /// Batches a gateway left unfinished (it died, froze, or ran out of time)
+    /// that a sweeper finished.
+    pub swept_batches: Counter,
+    /// Splits of the Aerospike cluster the gateway saw (hits refused meanwhile).
+    pub cluster_splits: Counter,
+    /// Hits added to (or taken from) counters by repairs after a split.
+    pub repaired_hits: Counter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -108,6 +115,24 @@ impl Metrics {
             "total_hits minus the hit records, at the last audit",
             audit_drift.clone(),
         );
+        let swept_batches = Counter::default();
+        registry.register(
+            "swept_batches",
+            "Unfinished batches of hits finished by the sweeper",
+            swept_batches.clone(),
+        );
+        let cluster_splits = Counter::default();
+        registry.register(
+            "cluster_splits",
+            "Splits of the Aerospike cluster seen; hits are refused while split",
+            cluster_splits.clone(),
+        );
+        let repaired_hits = Counter::default();
+        registry.register(
+            "repaired_hits",
+            "Hits added to or taken from counters to match the hit records after a split",
+            repaired_hits.clone(),
+        );
         // Every series exists from the start: a scrape tells zero from unknown.
         for kind in ["tutorial", "page"] {
             let kind = Kind { kind };
@@ -129,6 +154,9 @@ impl Metrics {
             store_seconds,
             store_retries,
             audit_drift,
+            swept_batches,
+            cluster_splits,
+            repaired_hits,
         }
     }
 

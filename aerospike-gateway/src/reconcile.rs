@@ -1,11 +1,12 @@
 //! Brings the `summary` counters back in line with the hit records.
 //!
 //! The hit records are the truth: one per counted hit. On the embedded store a
-//! batch is one transaction, so the two always agree. On Aerospike they are
-//! separate records: a gateway that dies between writing a batch's hit records and
-//! counting them leaves the counters behind, and a counter update whose outcome was
-//! in doubt can leave one behind or ahead. `GET /v1/audit` shows the difference;
-//! `aerospike-gateway reconcile --apply` removes it.
+//! batch is one transaction, so the two always agree. On Aerospike every batch is
+//! counted exactly once through faults, and after a split cluster the gateway
+//! repairs the counters by itself (`store/aerospike/split.rs`, which uses
+//! [`compare`]); what is left here is the operator's manual recount, for a store
+//! edited by hand: `GET /v1/audit` shows the difference, `aerospike-gateway
+//! reconcile --apply` removes it.
 //!
 //! Run it while no hits flow (web tier scaled to 0): a hit whose record is written
 //! but not yet counted would otherwise be counted twice.
@@ -54,7 +55,8 @@ pub async fn apply<S: Store>(
     Ok(after)
 }
 
-fn compare(summary: &Summary, hit_records: &Summary) -> Vec<Difference> {
+/// The counters of `summary` that differ from `hit_records`.
+pub(crate) fn compare(summary: &Summary, hit_records: &Summary) -> Vec<Difference> {
     let mut keys: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     keys.insert(
         TOTAL_HITS_KEY.to_owned(),

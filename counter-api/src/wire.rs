@@ -43,6 +43,10 @@ pub struct Audit {
     pub hit_records: Summary,
     /// True when the two agree.
     pub consistent: bool,
+    /// What the store knows is wrong now, in words: a split cluster, batches
+    /// still being counted, a repair waiting for a pause in hits.
+    #[serde(default)]
+    pub findings: Vec<String>,
 }
 
 /// Every 4xx and 5xx answer of the gateway carries this body.

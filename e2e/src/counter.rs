@@ -97,8 +97,12 @@ impl Gateway {
             .env_remove("AEROSPIKE_HOST")
             .env_remove("AEROSPIKE_HOSTS");
         if self.backend == Backend::Aerospike {
-            let hosts = Backend::aerospike_hosts().expect("AEROSPIKE_HOSTS is set");
-            command.env("AEROSPIKE_HOSTS", hosts);
+            let own_hosts = self.env.iter().any(|(k, _)| k == "AEROSPIKE_HOSTS");
+            let hosts = Backend::aerospike_hosts();
+            assert!(own_hosts || hosts.is_some(), "AEROSPIKE_HOSTS is set");
+            if let Some(hosts) = hosts {
+                command.env("AEROSPIKE_HOSTS", hosts);
+            }
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut process = Process::spawn("gateway", command, &self.log_dir);

@@ -10,6 +10,7 @@
 
 mod artifacts;
 mod backend;
+mod cluster;
 mod counter;
 pub mod docker;
 mod process;
@@ -17,6 +18,7 @@ mod proxy;
 
 pub use artifacts::Artifacts;
 pub use backend::Backend;
+pub use cluster::{Cluster, freeze, info};
 pub use counter::{
     Counter, Gateway, Runtime, Setup, WASMTIME_SERVE_FLAGS, Web, free_port, get_json,
 };

@@ -62,6 +62,23 @@ impl Process {
         }
     }
 
+    /// SIGTERM, then wait up to `timeout` for the process to exit, however it
+    /// exits; SIGKILL after that.
+    pub async fn terminate(mut self, timeout: Duration) {
+        self.signal_group(Signal::SIGTERM);
+        if tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "{} did not stop within {timeout:?} of SIGTERM; killing it",
+                self.name
+            );
+            self.signal_group(Signal::SIGKILL);
+            let _ = self.child.wait().await;
+        }
+    }
+
     /// SIGKILL: no chance to flush or finish anything.
     pub async fn kill(mut self) {
         self.signal_group(Signal::SIGKILL);

@@ -107,6 +107,16 @@ pub trait Store: Send + Sync + 'static {
         forget_before: Day,
     ) -> impl Future<Output = Result<VisitorSalt, StoreError>> + Send;
 
+    /// What is wrong with the store now, in words (a split cluster, batches left
+    /// unfinished, a repair waiting), for `GET /v1/audit`.
+    fn findings(&self) -> impl Future<Output = Vec<String>> + Send {
+        async { Vec::new() }
+    }
+
+    /// An audit found the counters off the hit records: a store that can repair
+    /// them on its own should.
+    fn suspect_drift(&self) {}
+
     /// Ok while the store can serve reads and writes.
     fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

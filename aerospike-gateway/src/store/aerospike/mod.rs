@@ -10,17 +10,13 @@
 //! tutorial built a client per request.) If the cluster is not up yet, the gateway
 //! serves anyway, answers 503 and keeps trying to connect in the background.
 //!
-//! A batch of hits is written in this order:
-//! 1. the hit records, one create-only batch write: a record that already exists
-//!    marks a retried hit, which is then not counted again;
-//! 2. `total_hits`: one `operate(add k, get)`, so each hit of the batch gets its own
-//!    N from a single atomic increment;
-//! 3. each server's counter, likewise.
-//!
-//! Aerospike has no multi-record transactions in the Community Edition, so a
-//! gateway that dies between step 1 and 2 leaves hit records that no total counts:
-//! `total_hits` can lag the number of hit records, never exceed it. The README's
-//! "Reconciling" section shows how an operator recounts.
+//! A batch of hits is counted exactly once, whatever fails, by the steps in
+//! [`batches`]: an intent record, the hit records (create-only: a record that
+//! already exists marks a retried hit, which is not counted again), then
+//! `total_hits` and each server's counter, each one idempotent `operate(add k,
+//! get)`, so each hit of the batch gets its own N from a single atomic increment.
+//! Two transient additions make that hold without transactions: a `batch` bin on
+//! a hit record until it is counted, and an `applied` map bin on each counter.
 //!
 //! The named counters (page hits) have sets of their own, described in [`pages`].
 
@@ -46,13 +42,15 @@ use tokio::time::Instant;
 
 use counter_api::{Day, PageKey, PageRecorded, PageStats, PagesOverview};
 
+use self::batches::Writer;
+use self::split::ClusterView;
 use super::pages::{DayRange, PageHitToCount, VisitorSalt};
-use super::{
-    Store, StoreError, added_per_server, first_occurrences, number_batch, summary_from_counts,
-};
+use super::{Store, StoreError, first_occurrences, number_batch, summary_from_counts};
 use crate::metrics::METRICS;
 
+mod batches;
 mod pages;
+mod split;
 
 const HITS_SET: &str = "hits";
 const SUMMARY_SET: &str = "summary";
@@ -71,6 +69,10 @@ struct Inner {
     seeds: String,
     namespace: String,
     timeout: Duration,
+    /// Names the tutorial's batches, in the order this gateway counts them.
+    writer: std::sync::Mutex<Writer>,
+    /// What the split watch has seen of the cluster.
+    cluster: std::sync::Mutex<ClusterView>,
 }
 
 impl AerospikeStore {
@@ -87,6 +89,8 @@ impl AerospikeStore {
                 seeds,
                 namespace: namespace.to_owned(),
                 timeout,
+                writer: std::sync::Mutex::new(Writer::new()),
+                cluster: std::sync::Mutex::default(),
             }),
         };
         tokio::spawn(store.clone().keep_connecting());
@@ -97,6 +101,10 @@ impl AerospikeStore {
         let policy = ClientPolicy {
             timeout: 3_000,
             connect_timeout: 1_000,
+            // The client learns the new partition map a tend after the cluster
+            // changes; writes to a departed node's partitions wait until then.
+            // 250 ms is the client's minimum (default 1 s).
+            tend_interval: 250,
             ..ClientPolicy::default()
         };
         let mut backoff = Duration::from_millis(100);
@@ -109,6 +117,8 @@ impl AerospikeStore {
                     );
                     self.prepare_indexes(&client).await;
                     let _ = self.inner.client.set(client);
+                    tokio::spawn(self.clone().sweep_forever());
+                    tokio::spawn(self.watch_forever());
                     return;
                 }
                 Err(error) => {
@@ -174,28 +184,6 @@ impl AerospikeStore {
             },
             ..WritePolicy::default()
         }
-    }
-
-    /// Step 1: create the hit records. Answers, per hit, whether it is new.
-    async fn create_hit_records(
-        &self,
-        client: &Client,
-        hits: &[Hit],
-        deadline: Instant,
-    ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
-        let firsts = first_occurrences(hits);
-        let records = hits.iter().zip(&firsts).map(|(hit, &first)| {
-            first.then(|| {
-                let ts = i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64");
-                let bins = vec![
-                    Bin::new("server", Value::from(hit.server.as_str().to_owned())),
-                    Bin::new("ts", Value::from(ts)),
-                ];
-                (hit.id.to_string(), bins)
-            })
-        });
-        self.create_records(client, HITS_SET, records, deadline)
-            .await
     }
 
     /// Creates records of `set` as one create-only batch write (keys sent along).
@@ -317,67 +305,46 @@ impl AerospikeStore {
     ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
         let deadline = Instant::now() + self.inner.timeout;
         let client = self.client()?;
-        let created = self.create_hit_records(client, hits, deadline).await?;
-        let counted: Vec<bool> = created.iter().map(|c| matches!(c, Ok(true))).collect();
-        let added: u64 = counted.iter().filter(|&&c| c).count() as u64;
-
-        // The total first: if it fails for sure, the batch's hit records are taken
-        // back and nothing of it is counted anywhere.
-        let total_after = match self
-            .add_to_counter(client, TOTAL_HITS_KEY, added as i64, deadline)
-            .await
-        {
-            Ok(total) => total,
-            Err(failure) if failure.in_doubt => {
-                tracing::error!(hits = added, error = %failure.error,
-                    "total_hits update in doubt; the hit records stay: reconcile the summary");
-                return Err(failure.error);
-            }
-            Err(failure) => {
-                self.forget_uncounted(client, hits, &counted).await;
-                return Err(failure.error);
+        self.refuse_if_split()?;
+        let firsts = first_occurrences(hits);
+        let new: Vec<&Hit> = hits
+            .iter()
+            .zip(&firsts)
+            .filter_map(|(hit, &first)| first.then_some(hit))
+            .collect();
+        let batch = self.writer().next_batch();
+        let counted = match self.count_batch(client, &batch, &new, deadline).await {
+            Ok(counted) => counted,
+            Err(unfinished) => {
+                if unfinished.started {
+                    self.writer().abandon();
+                    tracing::warn!(%batch, error = %unfinished.error,
+                        "batch not finished in time; the sweeper will finish it");
+                }
+                return Err(unfinished.error);
             }
         };
-        let per_server = added_per_server(hits, &counted);
-        let servers = futures::future::join_all(per_server.iter().map(|(server, &n)| async move {
-            let result = self.add_to_counter(client, server.as_str(), n as i64, deadline);
-            (server.clone(), result.await)
-        }))
-        .await;
-        let mut server_after = HashMap::new();
-        let mut server_errors = HashMap::new();
-        for (server, result) in servers {
-            match result {
-                Ok(total) => {
-                    server_after.insert(server, total);
-                }
-                Err(failure) => {
-                    tracing::error!(%server, added = per_server[&server], error = %failure.error,
-                        in_doubt = failure.in_doubt,
-                        "total_hits was counted but this server's total may not be: reconcile the summary");
-                    // A stand-in the numbering can count down from; these hits
-                    // are answered with the error.
-                    server_after.insert(server.clone(), per_server[&server]);
-                    server_errors.insert(server, failure.error);
-                }
-            }
-        }
-        let numbered = number_batch(hits, &counted, total_after, &server_after);
-        Ok(answers(hits, created, numbered, &server_errors, |hit| {
-            &hit.server
-        }))
+        let mut owned = counted.owned.into_iter();
+        let counted_hits: Vec<bool> = firsts
+            .iter()
+            .map(|&first| first && owned.next().unwrap_or_default())
+            .collect();
+        Ok(number_batch(
+            hits,
+            &counted_hits,
+            counted.total_after,
+            &counted.server_after,
+        )
+        .into_iter()
+        .map(Ok)
+        .collect())
     }
 
-    /// The total was not incremented: remove the hit records just created, so the
-    /// data still adds up. Records whose removal fails are left for reconciling.
-    async fn forget_uncounted(&self, client: &Client, hits: &[Hit], counted: &[bool]) {
-        let ids = hits
-            .iter()
-            .zip(counted)
-            .filter(|(_, c)| **c)
-            .map(|(hit, _)| hit.id.to_string());
-        let why = "hit record written but not counted; reconcile the summary";
-        self.forget_records(client, HITS_SET, ids, why).await;
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Deletes records of `set` as one batch (a record already gone is fine):
@@ -428,7 +395,7 @@ impl AerospikeStore {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        let mut policy = QueryPolicy::default();
+        let mut policy = query_policy();
         // The widest window known to hold fewer than `limit` hits, and the next try.
         let (mut short, mut window) = (0_i64, 10_000_i64);
         for _ in 0..32 {
@@ -514,7 +481,7 @@ impl Store for AerospikeStore {
 
     async fn summary(&self) -> Result<Summary, StoreError> {
         let client = self.client()?;
-        let mut policy = QueryPolicy::default();
+        let mut policy = query_policy();
         policy.base_policy.total_timeout = self.inner.timeout.as_millis() as u32;
         let statement = Statement::new(
             self.inner.namespace.as_str(),
@@ -553,8 +520,9 @@ impl Store for AerospikeStore {
 
     async fn count_hit_records(&self) -> Result<Summary, StoreError> {
         let client = self.client()?;
-        let mut policy = QueryPolicy::default();
-        policy.base_policy.total_timeout = 0; // a full scan takes as long as it takes
+        let mut policy = query_policy();
+        // A full scan takes as long as it takes, but not forever.
+        policy.base_policy.total_timeout = 120_000;
         let statement = Statement::new(
             self.inner.namespace.as_str(),
             HITS_SET,
@@ -584,10 +552,21 @@ impl Store for AerospikeStore {
             .map_err(|failure| failure.error)
     }
 
+    async fn findings(&self) -> Vec<String> {
+        self.store_findings().await
+    }
+
+    fn suspect_drift(&self) {
+        self.repair_needed();
+    }
+
     async fn record_page_hits(
         &self,
         hits: Vec<PageHitToCount>,
     ) -> Vec<Result<PageRecorded, StoreError>> {
+        if let Err(error) = self.refuse_if_split() {
+            return vec![Err(error); hits.len()];
+        }
         match self.record_page_batch(&hits).await {
             Ok(results) => results,
             Err(error) => vec![Err(error); hits.len()],
@@ -612,6 +591,7 @@ impl Store for AerospikeStore {
 
     async fn check_ready(&self) -> Result<(), StoreError> {
         let client = self.client()?;
+        self.refuse_if_split()?;
         if client.is_connected() && !client.nodes().is_empty() {
             Ok(())
         } else {
@@ -759,6 +739,16 @@ fn hit_from(record: &aerospike::Record) -> Option<Hit> {
         server: server.parse().ok()?,
         ts: EpochMillis::new(i128::from(*ts)).ok()?,
     })
+}
+
+/// Queries retry the partitions that did not answer (a node leaving, partitions
+/// migrating) until their total timeout, not for a fixed number of rounds: the
+/// client's default of 5 quick rounds gives up in the middle of a migration.
+fn query_policy() -> QueryPolicy {
+    let mut policy = QueryPolicy::default();
+    policy.base_policy.max_retries = 0;
+    policy.base_policy.sleep_between_retries = 100;
+    policy
 }
 
 fn millis_until(deadline: Instant) -> u32 {

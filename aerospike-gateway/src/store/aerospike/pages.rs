@@ -47,8 +47,8 @@ use aerospike::operations::maps::{self, MapOrder};
 use aerospike::query::{PartitionFilter, Statement};
 use aerospike::{
     BatchOperation, BatchReadPolicy, BatchWritePolicy, Bin, Bins, Client, IndexMap, MapPolicy,
-    MapReturnType, MapWriteFlags, QueryPolicy, ReadPolicy, RecordExistsAction, ResultCode, Value,
-    WritePolicy, operations,
+    MapReturnType, MapWriteFlags, ReadPolicy, RecordExistsAction, ResultCode, Value, WritePolicy,
+    operations,
 };
 use counter_api::{
     Day, DayCount, DayHits, PageKey, PageRecorded, PageStats, PageTotal, PagesOverview,
@@ -62,7 +62,7 @@ use super::super::pages::{
 };
 use super::{
     AerospikeStore, Backoff, CounterFailure, StoreError, TOTAL_BIN, answers, batch_with_retries,
-    millis_until, retryable, row_failure, unavailable_or_failed,
+    millis_until, query_policy, retryable, row_failure, unavailable_or_failed,
 };
 
 const PAGE_HITS_SET: &str = "page_hits";
@@ -494,7 +494,7 @@ impl AerospikeStore {
         limit: usize,
         deadline: Instant,
     ) -> Result<Vec<(PageKey, u64)>, StoreError> {
-        let mut policy = QueryPolicy::default();
+        let mut policy = query_policy();
         policy.base_policy.total_timeout = millis_until(deadline);
         let statement = Statement::new(
             self.inner.namespace.as_str(),

@@ -1,0 +1,753 @@
+//! Exactly-once counting of the tutorial's hits on a store without
+//! multi-record transactions.
+//!
+//! A group commit touches several records: one hit record per hit, `total_hits`
+//! and one counter per server. Any of those writes can time out after the
+//! server applied it (a node leaving, a partition), and a gateway can die or
+//! freeze between them. So every step is written to be repeated, by the gateway
+//! that started the batch or by any other, until it is known to have happened
+//! exactly once:
+//!
+//! 1. **The intent.** Before anything else, the batch's hits (id, server, ts) are
+//!    written to one record of set `batches`, keyed by the batch id
+//!    `<writer>:<seq>`. While it exists, the batch may be unfinished.
+//! 2. **The hit records**, create-only, each with a transient bin `batch` naming
+//!    the batch that created it. A record that already exists belongs to the
+//!    batch its `batch` bin names; with no `batch` bin it was counted long ago. So
+//!    whoever repeats this step learns which hits the batch owns, and the answer
+//!    never changes until the counters are written.
+//! 3. **The counters**, each one `operate` that adds the batch's `k` and records
+//!    `applied["<writer>:<seq>"] = total after` in a map bin of that same record,
+//!    atomically, under a filter that lets it through only if the batch (or a
+//!    later one of the same writer) is not in the map yet. A repeat is filtered
+//!    out and reads its total from the map: an in-doubt increment is retried
+//!    until its outcome is known, never applied twice.
+//! 4. **The release**, after the hits are answered: the `batch` bins are removed
+//!    (only after every counter is written: a cleared bin means "counted") and
+//!    the intent is deleted. `aql` then shows `test.hits` as the tutorial does.
+//!
+//! A writer (one per gateway process and kind of hit, renewed every
+//! [`WRITER_LIFETIME`]) finishes its batches in order, so per writer the map
+//! holds only its latest batch. A batch a writer cannot finish within the store
+//! deadline is left to the sweeper and the writer takes a new id, so nothing it
+//! writes later can be mistaken for that batch.
+//!
+//! The **sweeper** in every gateway looks, every [`SWEEP_INTERVAL`], for intents
+//! the server has not seen updated for [`SWEEP_AGE`] (the server's clock, not
+//! the gateways'), and finishes them: steps 2 to 4, creating any hit record that
+//! is missing, so that a late write of the frozen gateway finds it there. Two
+//! gateways finishing the same batch, or a frozen gateway waking up in the
+//! middle of one, repeat the same idempotent steps and agree.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aerospike::expressions as exp;
+use aerospike::operations::maps::{self, MapOrder};
+use aerospike::query::{PartitionFilter, Statement};
+use aerospike::{
+    BatchDeletePolicy, BatchOperation, BatchReadPolicy, BatchWritePolicy, Bin, Bins, Client,
+    MapPolicy, MapReturnType, MapWriteFlags, RecordExistsAction, ResultCode, Value, WritePolicy,
+    operations,
+};
+use counter_api::{EpochMillis, Hit, HitId, ServerId, TOTAL_HITS_KEY};
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use super::{
+    AerospikeStore, Backoff, HITS_SET, SUMMARY_SET, StoreError, TOTAL_BIN, batch_with_retries,
+    counter_value, millis_until, query_policy, retry_cause, unavailable_or_failed,
+};
+use crate::metrics::METRICS;
+
+/// The intents of unfinished batches.
+pub(super) const BATCHES_SET: &str = "batches";
+/// In an intent: the batch's hits, each `[id, server, ts]`.
+const INTENT_HITS_BIN: &str = "hits";
+/// In a hit record, until its batch is counted: the batch that created it.
+const MARKER_BIN: &str = "batch";
+/// In a counter record: the latest batch of each writer counted into it.
+pub(super) const APPLIED_BIN: &str = "applied";
+
+/// How long one writer id is used. Entries of writers older than
+/// [`APPLIED_RETENTION`] are dropped from the counters' maps, so a live writer
+/// must never get that old.
+const WRITER_LIFETIME: Duration = Duration::from_secs(600);
+/// How long a writer's entry stays in a counter's `applied` map. A batch must be
+/// finished well within this (the sweeper finishes any batch within seconds), or
+/// a very late repeat of it could count it again.
+const APPLIED_RETENTION: Duration = Duration::from_secs(3600);
+/// How often the sweeper looks for unfinished batches.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// The least time the release step gets, after the hits were answered.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An intent the server has not seen updated for this long (beyond the store
+/// deadline) belongs to a batch its writer gave up on, or to a dead writer.
+pub(super) fn sweep_age(store_timeout: Duration) -> Duration {
+    store_timeout * 2 + Duration::from_secs(2)
+}
+
+/// The maps this module writes: ordered by key, so a writer's entries sit
+/// together and expired writers are one range at the front.
+const KEY_ORDERED: MapPolicy = MapPolicy::new(MapOrder::KeyOrdered, MapWriteFlags::DEFAULT);
+
+/// Names one gateway's batches, in the order it counts them.
+pub(super) struct Writer {
+    /// A UUID v7 in simple form: its first 12 hex digits are its birth in ms,
+    /// which is what lets counters drop the entries of expired writers.
+    id: String,
+    born: std::time::Instant,
+    next: u64,
+}
+
+impl Writer {
+    pub(super) fn new() -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            born: std::time::Instant::now(),
+            next: 1,
+        }
+    }
+
+    pub(super) fn next_batch(&mut self) -> BatchId {
+        if self.born.elapsed() >= WRITER_LIFETIME {
+            *self = Self::new();
+        }
+        let batch = BatchId {
+            writer: self.id.clone(),
+            seq: self.next,
+        };
+        self.next += 1;
+        batch
+    }
+
+    /// The last batch is left to the sweeper: later batches must not look like
+    /// they come after it, or the sweeper would take it for counted.
+    pub(super) fn abandon(&mut self) {
+        *self = Self::new();
+    }
+}
+
+/// `<writer>:<seq>`, with `seq` zero-padded so that key order is batch order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct BatchId {
+    writer: String,
+    seq: u64,
+}
+
+impl BatchId {
+    fn parse(key: &str) -> Option<Self> {
+        let (writer, seq) = key.split_once(':')?;
+        let valid = writer.len() == 32 && writer.bytes().all(|b| b.is_ascii_hexdigit());
+        valid.then_some(())?;
+        Some(Self {
+            writer: writer.to_owned(),
+            seq: seq.parse().ok()?,
+        })
+    }
+
+    fn key(&self) -> String {
+        format!("{}:{:012}", self.writer, self.seq)
+    }
+
+    /// The `applied` keys of this batch and of the writer's later batches.
+    fn this_and_later(&self) -> (String, String) {
+        (self.key(), format!("{};", self.writer))
+    }
+
+    /// The `applied` keys of the writer's earlier batches.
+    fn earlier(&self) -> (String, String) {
+        (format!("{}:", self.writer), self.key())
+    }
+}
+
+impl std::fmt::Display for BatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// The `applied` keys of writers born before the retention window: every key
+/// below this one. Writer ids start with their birth in ms, in hex.
+fn expired_writers_below() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let cutoff = now.saturating_sub(APPLIED_RETENTION).as_millis();
+    format!("{cutoff:012x}")
+}
+
+/// What a batch counted: which of its hits it owns (created), and the counters
+/// after it.
+pub(super) struct Counted {
+    pub owned: Vec<bool>,
+    pub total_after: u64,
+    pub server_after: HashMap<ServerId, u64>,
+}
+
+/// A step that did not finish. `started`: the batch may have left something in
+/// the store (its intent was, or may have been, written), so it must be finished
+/// by the sweeper; otherwise nothing of it was written.
+pub(super) struct Unfinished {
+    pub error: StoreError,
+    pub started: bool,
+}
+
+impl AerospikeStore {
+    /// Counts `hits` (distinct ids) as batch `batch`, steps 1 to 3, then starts
+    /// step 4 in the background. Answers only when every counter is written.
+    pub(super) async fn count_batch(
+        &self,
+        client: &Client,
+        batch: &BatchId,
+        hits: &[&Hit],
+        deadline: Instant,
+    ) -> Result<Counted, Unfinished> {
+        self.write_intent(client, batch, hits, deadline).await?;
+        let started = |error| Unfinished {
+            error,
+            started: true,
+        };
+        let owned = self
+            .claim_hit_records(client, batch, hits, deadline)
+            .await
+            .map_err(started)?;
+        let (total_after, server_after) = self
+            .write_counters(client, batch, hits, &owned, deadline)
+            .await
+            .map_err(started)?
+            .ok_or_else(|| {
+                started(StoreError::Unavailable(format!(
+                    "batch {batch} was counted by another gateway meanwhile"
+                )))
+            })?;
+        let store = self.clone();
+        let (client_batch, owned_ids) = (batch.clone(), owned_ids(hits, &owned));
+        tokio::spawn(async move {
+            if let Ok(client) = store.client() {
+                store.release(client, &client_batch, &owned_ids).await;
+            }
+        });
+        Ok(Counted {
+            owned,
+            total_after,
+            server_after,
+        })
+    }
+
+    /// Step 1. Repeating the write is harmless, so it is retried until the
+    /// deadline, whatever the failure.
+    async fn write_intent(
+        &self,
+        client: &Client,
+        batch: &BatchId,
+        hits: &[&Hit],
+        deadline: Instant,
+    ) -> Result<(), Unfinished> {
+        let key = self
+            .key(BATCHES_SET, &batch.key())
+            .map_err(|error| Unfinished {
+                error,
+                started: false,
+            })?;
+        let list = hits
+            .iter()
+            .map(|hit| {
+                Value::List(vec![
+                    Value::from(hit.id.to_string()),
+                    Value::from(hit.server.as_str().to_owned()),
+                    Value::from(i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64")),
+                ])
+            })
+            .collect();
+        let bins = [Bin::new(INTENT_HITS_BIN, Value::List(list))];
+        let mut backoff = Backoff::new();
+        let mut maybe_written = false;
+        loop {
+            let policy = self.write_policy(deadline);
+            let error = match client.put(&policy, &key, &bins).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            maybe_written |= error.in_doubt();
+            if transient(&error) && backoff.wait(deadline).await {
+                METRICS.retried(retry_cause(&error));
+                continue;
+            }
+            return Err(Unfinished {
+                error: unavailable_or_failed(&error),
+                started: maybe_written,
+            });
+        }
+    }
+
+    /// Step 2: creates the hit records that do not exist yet and answers, per
+    /// hit, whether this batch owns it. Every row is tried until its answer is
+    /// known or the deadline comes.
+    async fn claim_hit_records(
+        &self,
+        client: &Client,
+        batch: &BatchId,
+        hits: &[&Hit],
+        deadline: Instant,
+    ) -> Result<Vec<bool>, StoreError> {
+        let marker = batch.key();
+        let row_policy = BatchWritePolicy {
+            record_exists_action: RecordExistsAction::CreateOnly,
+            send_key: true,
+            ..BatchWritePolicy::default()
+        };
+        let mut rows = Vec::with_capacity(hits.len());
+        for hit in hits {
+            let ts = i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64");
+            let bins = [
+                Bin::new("server", Value::from(hit.server.as_str().to_owned())),
+                Bin::new("ts", Value::from(ts)),
+                Bin::new(MARKER_BIN, Value::from(marker.clone())),
+            ];
+            let key = self.key(HITS_SET, &hit.id.to_string())?;
+            let ops: Vec<_> = bins.iter().map(operations::put).collect();
+            rows.push(BatchOperation::write(&row_policy, key, ops));
+        }
+        let mut owned: Vec<Option<bool>> = vec![None; hits.len()];
+        let mut backoff = Backoff::new();
+        loop {
+            let pending: Vec<usize> = (0..hits.len()).filter(|&i| owned[i].is_none()).collect();
+            let mut tried: Vec<BatchOperation> = pending.iter().map(|&i| rows[i].clone()).collect();
+            let mut policy = aerospike::BatchPolicy::write_default();
+            policy.base_policy.total_timeout = millis_until(deadline);
+            if let Err(error) = client.batch(&policy, &mut tried).await {
+                tracing::debug!(%error, "a batch of hit records failed on a node");
+            }
+            let mut existing = Vec::new();
+            for (&i, row) in pending.iter().zip(&tried) {
+                match row.result_code() {
+                    Some(ResultCode::Ok) => owned[i] = Some(true),
+                    Some(ResultCode::KeyExistsError) => existing.push(i),
+                    _ => match row.error() {
+                        Some(error) if !transient(error) => {
+                            return Err(unavailable_or_failed(error));
+                        }
+                        Some(error) => METRICS.retried(retry_cause(error)),
+                        None => {}
+                    },
+                }
+            }
+            if !existing.is_empty() {
+                let markers = self
+                    .read_markers(client, existing.iter().map(|&i| hits[i].id), deadline)
+                    .await;
+                for (i, found) in existing.into_iter().zip(markers) {
+                    owned[i] = found.map(|found| found.as_deref() == Some(marker.as_str()));
+                }
+            }
+            if owned.iter().all(Option::is_some) {
+                return Ok(owned.into_iter().map(Option::unwrap_or_default).collect());
+            }
+            if !backoff.wait(deadline).await {
+                return Err(StoreError::Unavailable(
+                    "not every hit record could be written in time".into(),
+                ));
+            }
+        }
+    }
+
+    /// The `batch` bin of existing hit records: `Some(None)` for a record
+    /// without one, `None` where the read failed (or the record vanished) and
+    /// must be tried again.
+    async fn read_markers(
+        &self,
+        client: &Client,
+        ids: impl Iterator<Item = HitId>,
+        deadline: Instant,
+    ) -> Vec<Option<Option<String>>> {
+        let row_policy = BatchReadPolicy::default();
+        let mut rows: Vec<BatchOperation> = ids
+            .filter_map(|id| self.key(HITS_SET, &id.to_string()).ok())
+            .map(|key| BatchOperation::read(&row_policy, key, Bins::from([MARKER_BIN])))
+            .collect();
+        let mut policy = aerospike::BatchPolicy::default();
+        policy.base_policy.total_timeout = millis_until(deadline);
+        if let Err(error) = client.batch(&policy, &mut rows).await {
+            tracing::debug!(%error, "reading hit records' batch failed on a node");
+        }
+        rows.iter()
+            .map(|row| match (row.result_code(), row.record()) {
+                (Some(ResultCode::Ok), Some(record)) => Some(match record.bins.get(MARKER_BIN) {
+                    Some(Value::String(marker)) => Some(marker.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Step 3: `total_hits` and each server's counter, concurrently. Answers the
+    /// counters after the batch, or `None` if a later batch of the same writer
+    /// was counted already (so this one was too).
+    async fn write_counters(
+        &self,
+        client: &Client,
+        batch: &BatchId,
+        hits: &[&Hit],
+        owned: &[bool],
+        deadline: Instant,
+    ) -> Result<Option<(u64, HashMap<ServerId, u64>)>, StoreError> {
+        let added = owned.iter().filter(|&&o| o).count() as u64;
+        let mut per_server: HashMap<&ServerId, u64> = HashMap::new();
+        for (hit, &owned) in hits.iter().zip(owned) {
+            *per_server.entry(&hit.server).or_default() += u64::from(owned);
+        }
+        let total = self.count_once(client, TOTAL_HITS_KEY, batch, added, deadline);
+        let servers = futures::future::join_all(per_server.iter().map(|(server, &n)| async move {
+            let after = self
+                .count_once(client, server.as_str(), batch, n, deadline)
+                .await;
+            after.map(|after| after.map(|after| ((*server).clone(), after)))
+        }));
+        let (total, servers) = futures::join!(total, servers);
+        let Some(total_after) = total? else {
+            return Ok(None);
+        };
+        let mut server_after = HashMap::new();
+        for server in servers {
+            let Some((server, after)) = server? else {
+                return Ok(None);
+            };
+            server_after.insert(server, after);
+        }
+        Ok(Some((total_after, server_after)))
+    }
+
+    /// Adds `delta` to the `summary` counter `key` once for `batch`, however
+    /// often it is called: answers the counter right after the batch's addition,
+    /// or `None` if a later batch of the writer has been counted into it.
+    async fn count_once(
+        &self,
+        client: &Client,
+        key: &str,
+        batch: &BatchId,
+        delta: u64,
+        deadline: Instant,
+    ) -> Result<Option<u64>, StoreError> {
+        if delta == 0 {
+            // Nothing to add; the batch's duplicates see the counter as it is.
+            return self
+                .add_to_counter(client, key, 0, deadline)
+                .await
+                .map(Some)
+                .map_err(|failure| failure.error);
+        }
+        let key = self.key(SUMMARY_SET, key)?;
+        let entry = batch.key();
+        let (from, to) = batch.this_and_later();
+        let not_counted_yet = exp::or(vec![
+            exp::not(exp::bin_exists(APPLIED_BIN)),
+            exp::eq(
+                exp::maps::get_by_key_range(
+                    MapReturnType::COUNT,
+                    Some(exp::string_val(from)),
+                    Some(exp::string_val(to)),
+                    exp::map_bin(APPLIED_BIN),
+                    &[],
+                ),
+                exp::int_val(0),
+            ),
+        ]);
+        let (earlier_from, earlier_to) = batch.earlier();
+        let add = Bin::new(TOTAL_BIN, Value::from(delta as i64));
+        let ops = [
+            operations::add(&add),
+            // The entry first (it creates the map), then the value it holds: the
+            // total as the `add` above left it. Then the writer's earlier entries
+            // and those of expired writers go (neither range holds this entry).
+            maps::put(
+                &KEY_ORDERED,
+                APPLIED_BIN,
+                Value::from(entry.clone()),
+                Value::from(0),
+            ),
+            operations::exp::write_exp(
+                APPLIED_BIN,
+                exp::maps::put(
+                    &KEY_ORDERED,
+                    exp::string_val(entry.clone()),
+                    exp::int_bin(TOTAL_BIN),
+                    exp::map_bin(APPLIED_BIN),
+                    &[],
+                ),
+                operations::exp::ExpWriteFlags::DEFAULT,
+            ),
+            maps::remove_by_key_range(
+                APPLIED_BIN,
+                Value::Nil,
+                Value::from(expired_writers_below()),
+                MapReturnType::NONE,
+            ),
+            maps::remove_by_key_range(
+                APPLIED_BIN,
+                Value::from(earlier_from),
+                Value::from(earlier_to),
+                MapReturnType::NONE,
+            ),
+            operations::get_bin(TOTAL_BIN),
+        ];
+        let mut backoff = Backoff::new();
+        loop {
+            let mut policy: WritePolicy = self.write_policy(deadline);
+            policy.base_policy.filter_expression = Some(not_counted_yet.clone());
+            let error = match client.operate(&policy, &key, &ops).await {
+                Ok(record) => {
+                    return counter_value(&record.bins).map(Some).ok_or_else(|| {
+                        StoreError::Failed(format!("{key} has no integer bin {TOTAL_BIN:?}"))
+                    });
+                }
+                Err(error) if error.matches(&[ResultCode::FilteredOut]) => {
+                    match self.counted_as(client, &key, &entry, deadline).await {
+                        Ok(after) => return Ok(after),
+                        Err(error) => error,
+                    }
+                }
+                Err(error) => error,
+            };
+            if transient(&error) && backoff.wait(deadline).await {
+                METRICS.retried(if error.in_doubt() {
+                    "in_doubt"
+                } else {
+                    retry_cause(&error)
+                });
+                tracing::debug!(%error, %batch, "retrying a counter update");
+                continue;
+            }
+            return Err(unavailable_or_failed(&error));
+        }
+    }
+
+    /// A batch's entry in a counter's `applied` map: the counter after it, or
+    /// `None` once a later batch of the writer has replaced it.
+    async fn counted_as(
+        &self,
+        client: &Client,
+        key: &aerospike::Key,
+        entry: &str,
+        deadline: Instant,
+    ) -> Result<Option<u64>, aerospike::errors::Error> {
+        let ops = [maps::get_by_key(
+            APPLIED_BIN,
+            Value::from(entry.to_owned()),
+            MapReturnType::VALUE,
+        )];
+        let mut policy = WritePolicy::default();
+        policy.base_policy.total_timeout = millis_until(deadline);
+        let record = client.operate(&policy, key, &ops).await?;
+        Ok(match record.bins.get(APPLIED_BIN) {
+            Some(Value::Int(after)) => u64::try_from(*after).ok(),
+            _ => None,
+        })
+    }
+
+    /// Step 4: clears the `batch` bin of the hit records the batch owns (only
+    /// where it still names this batch), then deletes the intent. Whatever
+    /// fails here is left for the sweeper, which repeats the batch's steps.
+    async fn release(&self, client: &Client, batch: &BatchId, owned_ids: &[HitId]) -> bool {
+        let marker = batch.key();
+        let row_policy = BatchWritePolicy {
+            record_exists_action: RecordExistsAction::UpdateOnly,
+            filter_expression: Some(exp::eq(
+                exp::string_bin(MARKER_BIN),
+                exp::string_val(marker),
+            )),
+            ..BatchWritePolicy::default()
+        };
+        let clear = [Bin::new(MARKER_BIN, Value::Nil)];
+        let mut rows: Vec<BatchOperation> = owned_ids
+            .iter()
+            .filter_map(|id| self.key(HITS_SET, &id.to_string()).ok())
+            .map(|key| BatchOperation::write(&row_policy, key, vec![operations::put(&clear[0])]))
+            .collect();
+        rows.push(BatchOperation::delete(
+            &BatchDeletePolicy::default(),
+            match self.key(BATCHES_SET, &batch.key()) {
+                Ok(key) => key,
+                Err(_) => return false,
+            },
+        ));
+        let deadline = Instant::now() + RELEASE_TIMEOUT.max(self.inner.timeout);
+        // The intent goes last, and only once every marker is gone.
+        let intent = rows.pop().expect("pushed above");
+        let mut policy = aerospike::BatchPolicy::write_default();
+        policy.base_policy.total_timeout = millis_until(deadline);
+        if !rows.is_empty() {
+            batch_with_retries(client, &mut rows, deadline).await;
+            let cleared = rows.iter().all(|row| {
+                matches!(
+                    row.result_code(),
+                    Some(ResultCode::Ok | ResultCode::FilteredOut | ResultCode::KeyNotFoundError)
+                )
+            });
+            if !cleared {
+                tracing::debug!(%batch, "some batch markers stay; the sweeper will clear them");
+                return false;
+            }
+        }
+        let mut intent = [intent];
+        if let Err(error) = client.batch(&policy, &mut intent).await {
+            tracing::debug!(%error, %batch, "deleting a batch intent failed");
+        }
+        matches!(
+            intent[0].result_code(),
+            Some(ResultCode::Ok | ResultCode::KeyNotFoundError)
+        )
+    }
+
+    /// Runs the sweeper until the process ends.
+    pub(super) async fn sweep_forever(self) {
+        let age = sweep_age(self.inner.timeout);
+        loop {
+            tokio::time::sleep(SWEEP_INTERVAL).await;
+            if let Ok(client) = self.client() {
+                self.sweep(client, age).await;
+            }
+        }
+    }
+
+    /// Finishes every batch whose intent is older than `age`.
+    async fn sweep(&self, client: &Client, age: Duration) {
+        let mut policy = query_policy();
+        policy.base_policy.total_timeout = self.inner.timeout.as_millis() as u32;
+        policy.base_policy.filter_expression = Some(exp::gt(
+            exp::since_update(),
+            exp::int_val(age.as_millis() as i64),
+        ));
+        let statement = Statement::new(
+            self.inner.namespace.as_str(),
+            BATCHES_SET,
+            Bins::from([INTENT_HITS_BIN]),
+        );
+        let records = match client
+            .query(&policy, PartitionFilter::all(), statement)
+            .await
+        {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::debug!(%error, "cannot look for unfinished batches");
+                return;
+            }
+        };
+        let mut found = Vec::new();
+        let mut stream = records.into_stream();
+        while let Some(record) = stream.next().await {
+            match record {
+                Ok(record) => found.push(record),
+                Err(error) => {
+                    tracing::debug!(%error, "looking for unfinished batches");
+                    break;
+                }
+            }
+        }
+        for record in found {
+            let Some(Value::String(key)) = record.key.as_ref().and_then(|k| k.user_key().cloned())
+            else {
+                continue;
+            };
+            let Some(batch) = BatchId::parse(&key) else {
+                tracing::warn!(%key, "an intent with a key this gateway did not write; left alone");
+                continue;
+            };
+            let hits = intent_hits(&record.bins);
+            let hits: Vec<&Hit> = hits.iter().collect();
+            let deadline = Instant::now() + self.inner.timeout;
+            let finished = async {
+                let owned = self
+                    .claim_hit_records(client, &batch, &hits, deadline)
+                    .await?;
+                self.write_counters(client, &batch, &hits, &owned, deadline)
+                    .await?;
+                Ok::<_, StoreError>(owned_ids(&hits, &owned))
+            };
+            match finished.await {
+                Ok(owned_ids) => {
+                    if self.release(client, &batch, &owned_ids).await {
+                        METRICS.swept_batches.inc();
+                        tracing::info!(%batch, hits = hits.len(), counted = owned_ids.len(),
+                            "finished a batch its gateway left unfinished");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%batch, %error, "cannot finish a left batch yet; trying again")
+                }
+            }
+        }
+    }
+}
+
+fn owned_ids(hits: &[&Hit], owned: &[bool]) -> Vec<HitId> {
+    hits.iter()
+        .zip(owned)
+        .filter(|(_, o)| **o)
+        .map(|(hit, _)| hit.id)
+        .collect()
+}
+
+/// The hits an intent lists; entries another writer left malformed are skipped.
+fn intent_hits(bins: &aerospike::IndexMap<String, Value>) -> Vec<Hit> {
+    let Some(Value::List(hits)) = bins.get(INTENT_HITS_BIN) else {
+        return Vec::new();
+    };
+    hits.iter()
+        .filter_map(|hit| match hit {
+            Value::List(fields) => match fields.as_slice() {
+                [Value::String(id), Value::String(server), Value::Int(ts)] => Some(Hit {
+                    id: id.parse().ok()?,
+                    server: server.parse().ok()?,
+                    ts: EpochMillis::new(i128::from(*ts)).ok()?,
+                }),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Worth trying again: for the idempotent steps here, anything short of a
+/// refusal that will not change (a bad request, a record too big, ...).
+fn transient(error: &aerospike::errors::Error) -> bool {
+    error.in_doubt() || matches!(unavailable_or_failed(error), StoreError::Unavailable(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_ids_order_by_writer_then_seq() {
+        let batch = BatchId {
+            writer: "0193a1b2c3d4e5f60718293a4b5c6d7e".into(),
+            seq: 42,
+        };
+        assert_eq!(batch.key(), "0193a1b2c3d4e5f60718293a4b5c6d7e:000000000042");
+        assert_eq!(BatchId::parse(&batch.key()), Some(batch.clone()));
+        let (from, to) = batch.this_and_later();
+        let later = BatchId {
+            seq: 1000,
+            ..batch.clone()
+        }
+        .key();
+        assert!(from <= later && later < to);
+        let (from, to) = batch.earlier();
+        let earlier = BatchId {
+            seq: 7,
+            ..batch.clone()
+        }
+        .key();
+        assert!(from <= earlier && earlier < to && to == batch.key());
+        assert_eq!(BatchId::parse("not-a-writer:1"), None);
+    }
+
+    #[test]
+    fn expired_writers_sort_below_live_ones() {
+        let live = Writer::new().next_batch().key();
+        assert!(expired_writers_below() < live);
+    }
+}

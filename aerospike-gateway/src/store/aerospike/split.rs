@@ -1,0 +1,283 @@
+//! What the gateway does about a split cluster.
+//!
+//! Community Edition runs in availability mode: when the network cuts a node off
+//! from the others, each side forms a cluster of its own and both take writes.
+//! A counter then has two copies that each count on, so hits on different sides
+//! get the same N, and when the network heals the copies are merged by keeping
+//! one of them: the other side's increments are lost, while the hit records (one
+//! per key) all survive. The fault suite measures this.
+//!
+//! So the gateway watches for it and answers it:
+//!
+//! - **Detected:** every [`WATCH_INTERVAL`] it asks each node it knows for its
+//!   cluster key. Nodes that stay members of different clusters for
+//!   [`SPLIT_AFTER`] polls in a row mean a split (a node joining or leaving moves
+//!   every node to the new key within a moment, so it does not look like one).
+//! - **Refused, not duplicated:** while split, hits are answered 503 (nothing is
+//!   written) and `/readyz` is 503, so no further N is given twice.
+//! - **Reported:** `GET /v1/audit` lists the split, the counters that disagree
+//!   with the hit records, and the repair waiting, and the metrics count splits
+//!   and repairs.
+//! - **Repaired:** once the split heals (or an audit finds a difference), the
+//!   gateway recounts the hit records and adds what each counter is missing, with
+//!   a write that applies only if the counter has not moved since the recount. It
+//!   needs a moment with no hits being counted (no intent in `batches`, the
+//!   counters unchanged across the recount), and tries again every few seconds
+//!   until it gets one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aerospike::policy::AdminPolicy;
+use aerospike::query::{PartitionFilter, Statement};
+use aerospike::{Bin, Bins, Client, ResultCode, Value, operations};
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use super::batches::BATCHES_SET;
+use super::{
+    AerospikeStore, SUMMARY_SET, StoreError, TOTAL_BIN, counter_value, query_policy,
+    unavailable_or_failed,
+};
+use crate::metrics::METRICS;
+use crate::reconcile;
+use crate::store::Store;
+
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// Polls in a row that must see two clusters before the gateway calls it a split.
+const SPLIT_AFTER: u32 = 4;
+/// How often a due repair is tried.
+const REPAIR_INTERVAL: Duration = Duration::from_secs(3);
+
+/// What the watch has seen of the cluster.
+#[derive(Debug, Default)]
+pub(super) struct ClusterView {
+    /// Polls in a row that saw more than one cluster.
+    streak: u32,
+    /// While split: which nodes are in which cluster, for messages.
+    pub split: Option<String>,
+    /// The counters may disagree with the hit records: a repair is due.
+    pub repair_due: bool,
+    /// What the last repair attempt found, for the audit.
+    pub last_repair: Option<String>,
+}
+
+impl AerospikeStore {
+    fn view(&self) -> std::sync::MutexGuard<'_, ClusterView> {
+        self.inner
+            .cluster
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `Err` while the cluster is split: writing now could give an N twice.
+    pub(super) fn refuse_if_split(&self) -> Result<(), StoreError> {
+        match &self.view().split {
+            Some(split) => Err(StoreError::Unavailable(format!(
+                "the Aerospike cluster is split ({split}); hits wait until it heals, so that no N is given twice"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks for a repair: an audit found the counters off.
+    pub(super) fn repair_needed(&self) {
+        self.view().repair_due = true;
+    }
+
+    /// What is wrong now, in words, for the audit.
+    pub(super) async fn store_findings(&self) -> Vec<String> {
+        let mut findings = Vec::new();
+        {
+            let view = self.view();
+            if let Some(split) = &view.split {
+                findings.push(format!(
+                    "the cluster is split ({split}): hits are refused until it heals"
+                ));
+            }
+            if view.repair_due {
+                findings.push(match &view.last_repair {
+                    Some(last) => format!("a repair of the counters is due; last attempt: {last}"),
+                    None => "a repair of the counters is due".to_owned(),
+                });
+            } else if let Some(last) = &view.last_repair {
+                findings.push(format!("last repair: {last}"));
+            }
+        }
+        if let Ok(client) = self.client() {
+            match self.unfinished_batches(client).await {
+                Ok(0) => {}
+                Ok(n) => findings.push(format!(
+                    "{n} batch(es) being counted or waiting for the sweeper (their hits may not be in the counters yet)"
+                )),
+                Err(error) => findings.push(format!("cannot count unfinished batches: {error}")),
+            }
+        }
+        findings
+    }
+
+    /// Runs the watch and the repairs until the process ends.
+    pub(super) async fn watch_forever(self) {
+        let mut last_repair_try = Instant::now();
+        loop {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+            let Ok(client) = self.client() else { continue };
+            self.watch(client).await;
+            let due = self.view().repair_due && self.view().split.is_none();
+            if due && last_repair_try.elapsed() >= REPAIR_INTERVAL {
+                last_repair_try = Instant::now();
+                let outcome = self.repair(client).await;
+                let mut view = self.view();
+                match outcome {
+                    Ok(Some(summary)) => {
+                        view.repair_due = false;
+                        tracing::info!(%summary, "counters repaired");
+                        view.last_repair = Some(summary);
+                    }
+                    Ok(None) => {
+                        view.last_repair =
+                            Some("hits were being counted; waiting for a pause".into());
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "repairing the counters failed; trying again");
+                        view.last_repair = Some(format!("failed: {error}"));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn watch(&self, client: &Client) {
+        let policy = AdminPolicy::default();
+        let mut clusters: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for node in client.nodes() {
+            let Ok(answer) = node.info(&policy, &["statistics"]).await else {
+                continue;
+            };
+            let Some(stats) = answer.get("statistics") else {
+                continue;
+            };
+            let field = |name: &str| {
+                stats
+                    .split(';')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            };
+            if field("cluster_is_member") != Some("true") {
+                continue;
+            }
+            if let Some(key) = field("cluster_key") {
+                clusters
+                    .entry(key.to_owned())
+                    .or_default()
+                    .push(node.address().to_owned());
+            }
+        }
+        let mut view = self.view();
+        if clusters.len() > 1 {
+            view.streak += 1;
+        } else {
+            view.streak = 0;
+        }
+        if view.streak >= SPLIT_AFTER && view.split.is_none() {
+            let sides: Vec<String> = clusters
+                .values()
+                .map(|nodes| format!("[{}]", nodes.join(", ")))
+                .collect();
+            let split = sides.join(" apart from ");
+            tracing::error!(%split, "the Aerospike cluster is split: refusing hits until it heals");
+            METRICS.cluster_splits.inc();
+            view.split = Some(split);
+        } else if view.streak == 0
+            && let Some(split) = view.split.take()
+        {
+            tracing::warn!(%split, "the Aerospike cluster is whole again: counters will be checked against the hit records");
+            view.repair_due = true;
+            view.last_repair = None;
+        }
+    }
+
+    /// Intents in `batches`: batches being counted now, or left for the sweeper.
+    pub(super) async fn unfinished_batches(&self, client: &Client) -> Result<usize, StoreError> {
+        let mut policy = query_policy();
+        policy.base_policy.total_timeout = self.inner.timeout.as_millis() as u32;
+        let statement = Statement::new(self.inner.namespace.as_str(), BATCHES_SET, Bins::None);
+        let records = client
+            .query(&policy, PartitionFilter::all(), statement)
+            .await
+            .map_err(|e| unavailable_or_failed(&e))?;
+        let mut stream = records.into_stream();
+        let mut n = 0;
+        while let Some(record) = stream.next().await {
+            record.map_err(|e| unavailable_or_failed(&e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// One repair attempt: `Ok(None)` if hits were being counted meanwhile.
+    async fn repair(&self, client: &Client) -> Result<Option<String>, StoreError> {
+        let before = self.summary().await?;
+        if self.unfinished_batches(client).await? > 0 {
+            return Ok(None);
+        }
+        let records = self.count_hit_records().await?;
+        let after = self.summary().await?;
+        if before != after || self.unfinished_batches(client).await? > 0 {
+            return Ok(None);
+        }
+        let differences = reconcile::compare(&after, &records);
+        if differences.is_empty() {
+            return Ok(Some("the counters match the hit records".into()));
+        }
+        let mut done = Vec::new();
+        for difference in &differences {
+            if !self
+                .add_if_unchanged(
+                    client,
+                    &difference.key,
+                    difference.counter,
+                    difference.delta(),
+                )
+                .await?
+            {
+                return Ok(None);
+            }
+            METRICS
+                .repaired_hits
+                .inc_by(difference.delta().unsigned_abs());
+            done.push(format!(
+                "{} {} -> {} ({:+})",
+                difference.key,
+                difference.counter,
+                difference.hit_records,
+                difference.delta()
+            ));
+        }
+        Ok(Some(format!("set to the hit records: {}", done.join(", "))))
+    }
+
+    /// Adds `delta` to a `summary` counter only if it still holds `expected`.
+    async fn add_if_unchanged(
+        &self,
+        client: &Client,
+        key: &str,
+        expected: u64,
+        delta: i64,
+    ) -> Result<bool, StoreError> {
+        use aerospike::expressions as exp;
+        let key = self.key(SUMMARY_SET, key)?;
+        let deadline = Instant::now() + self.inner.timeout;
+        let mut policy = self.write_policy(deadline);
+        policy.base_policy.filter_expression = Some(exp::or(vec![
+            exp::not(exp::bin_exists(TOTAL_BIN)),
+            exp::eq(exp::int_bin(TOTAL_BIN), exp::int_val(expected as i64)),
+        ]));
+        let add = Bin::new(TOTAL_BIN, Value::from(delta));
+        let ops = [operations::add(&add), operations::get_bin(TOTAL_BIN)];
+        match client.operate(&policy, &key, &ops).await {
+            Ok(record) => Ok(counter_value(&record.bins).is_some()),
+            Err(error) if error.matches(&[ResultCode::FilteredOut]) => Ok(false),
+            Err(error) => Err(unavailable_or_failed(&error)),
+        }
+    }
+}
