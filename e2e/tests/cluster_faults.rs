@@ -138,6 +138,7 @@ async fn run(fault: Fault) {
         )));
     }
 
+    let readiness = tokio::spawn(watch_readyz(gateway_b.url.clone(), stop.clone()));
     tokio::time::sleep(BEFORE).await;
     let victim = 1; // a node, or gateway A
     match fault {
@@ -172,6 +173,7 @@ async fn run(fault: Fault) {
         }
     }
     let load_over = Instant::now();
+    let said_split = readiness.await.expect("the readiness watch");
 
     // With no one doing anything: the audit comes to agree.
     let audit = loop {
@@ -260,6 +262,16 @@ async fn run(fault: Fault) {
             .all(|&n| n > base && n <= base + counted),
         "{fault:?}: an acknowledged N beyond the counted total"
     );
+    if fault == Fault::PartitionNode {
+        assert!(
+            splits > 0,
+            "{fault:?}: no gateway saw the cluster split in two"
+        );
+        assert!(
+            said_split,
+            "{fault:?}: /readyz never answered 503 naming the split"
+        );
+    }
     if fault == Fault::StopNode {
         assert_eq!(
             errors, 0,
@@ -383,4 +395,20 @@ async fn metric(gateway: &Gateway, name: &str) -> u64 {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Polls a gateway's `/readyz` until `stop`; true if it ever answered 503
+/// because the cluster was split.
+async fn watch_readyz(gateway: String, stop: Arc<AtomicBool>) -> bool {
+    let client = http_client();
+    let mut said_split = false;
+    while !stop.load(Ordering::SeqCst) {
+        if let Ok(response) = client.get(format!("{gateway}/readyz")).send().await
+            && response.status() == 503
+        {
+            said_split |= response.text().await.unwrap_or_default().contains("split");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    said_split
 }
