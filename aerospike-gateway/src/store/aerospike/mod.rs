@@ -239,9 +239,11 @@ impl AerospikeStore {
             .collect())
     }
 
-    /// Steps 2 and 3: `operate(add delta, get)` on a counter; `delta = 0` only
-    /// reads it. KEY_BUSY and other failures that surely did not apply are retried
-    /// with backoff until the deadline.
+    /// A plain `operate(add delta, get)` on a counter, not idempotent: for the
+    /// operator's reconcile and for reads (`delta = 0`, as a batch whose hits are
+    /// all duplicates does). Batches count through [`batches`]. KEY_BUSY and
+    /// other failures that surely did not apply are retried with backoff until the
+    /// deadline.
     async fn add_to_counter(
         &self,
         client: &Client,
