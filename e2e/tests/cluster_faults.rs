@@ -26,8 +26,6 @@ use e2e::{Backend, Cluster, Gateway, Web, freeze, http_client, seen_by};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-const SKIP: &str = "needs root (network namespaces) and an Aerospike server binary in AEROSPIKE_ASD; scripts/test passes the one it finds";
-
 /// Clients through the web tier, and straight to gateway B.
 const WEB_CLIENTS: usize = 12;
 const DIRECT_CLIENTS: usize = 4;
@@ -50,49 +48,29 @@ enum Fault {
     PartitionNode,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    not(aerospike_cluster),
-    ignore = "needs root (network namespaces) and an Aerospike server binary in AEROSPIKE_ASD; scripts/test passes the one it finds"
-)]
-async fn a_node_stopped_and_started_again() {
-    run(Fault::StopNode).await;
+/// One test per fault, each shown as ignored, with the reason, where the suite
+/// cannot start a cluster.
+macro_rules! fault_tests {
+    ($($test:ident => $fault:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(
+                not(aerospike_cluster),
+                ignore = "needs root (network namespaces) and an Aerospike server binary in AEROSPIKE_ASD; scripts/test passes the one it finds"
+            )]
+            async fn $test() {
+                run(Fault::$fault).await;
+            }
+        )*
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    not(aerospike_cluster),
-    ignore = "needs root (network namespaces) and an Aerospike server binary in AEROSPIKE_ASD; scripts/test passes the one it finds"
-)]
-async fn a_node_killed_and_started_again() {
-    run(Fault::KillNode).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    not(aerospike_cluster),
-    ignore = "needs root (network namespaces) and an Aerospike server binary in AEROSPIKE_ASD; scripts/test passes the one it finds"
-)]
-async fn a_gateway_killed_and_started_again() {
-    run(Fault::KillGateway).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    not(aerospike_cluster),
-    ignore = "needs root (network namespaces) and an Aerospike server binary in AEROSPIKE_ASD; scripts/test passes the one it finds"
-)]
-async fn a_gateway_frozen_past_the_deadline_and_thawed() {
-    run(Fault::FreezeGateway).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(
-    not(aerospike_cluster),
-    ignore = "needs root (network namespaces) and an Aerospike server binary in AEROSPIKE_ASD; scripts/test passes the one it finds"
-)]
-async fn a_node_partitioned_from_the_others_and_healed() {
-    run(Fault::PartitionNode).await;
+fault_tests! {
+    a_node_stopped_and_started_again => StopNode,
+    a_node_killed_and_started_again => KillNode,
+    a_gateway_killed_and_started_again => KillGateway,
+    a_gateway_frozen_past_the_deadline_and_thawed => FreezeGateway,
+    a_node_partitioned_from_the_others_and_healed => PartitionNode,
 }
 
 /// What the clients saw.
@@ -110,7 +88,6 @@ struct Seen {
 
 async fn run(fault: Fault) {
     let _turn = TURN.lock().await;
-    let _ = SKIP;
     let mut cluster = Cluster::start(3).await;
     let hosts = cluster.hosts();
     let dir = cluster.log_dir().to_owned();
@@ -216,13 +193,13 @@ async fn run(fault: Fault) {
         .get(seen.web_ms.len() * 99 / 100)
         .copied()
         .unwrap_or(0.0);
-    let metric = |name| {
+    let both = |name| {
         let (a, b) = (&gateway_a, &gateway_b);
         async move { metric(a, name).await + metric(b, name).await }
     };
-    let swept = metric("gateway_swept_batches_total").await;
-    let splits = metric("gateway_cluster_splits_total").await;
-    let repaired = metric("gateway_repaired_hits_total").await;
+    let swept = both("gateway_swept_batches_total").await;
+    let splits = both("gateway_cluster_splits_total").await;
+    let repaired = both("gateway_repaired_hits_total").await;
     eprintln!(
         "{fault:?}: acknowledged {acknowledged}, counted {counted}, hit records {}, errors {errors} {:?}, \
          web p99 {p99:.1} ms, repaired in {repaired_in:.1?}, audit consistent {settled_in:.1?} after the load, \

@@ -46,9 +46,8 @@ use aerospike::expressions as exp;
 use aerospike::operations::maps::{self, MapOrder};
 use aerospike::query::{PartitionFilter, Statement};
 use aerospike::{
-    BatchDeletePolicy, BatchOperation, BatchReadPolicy, BatchWritePolicy, Bin, Bins, Client,
-    MapPolicy, MapReturnType, MapWriteFlags, RecordExistsAction, ResultCode, Value, WritePolicy,
-    operations,
+    BatchOperation, BatchReadPolicy, BatchWritePolicy, Bin, Bins, Client, MapPolicy, MapReturnType,
+    MapWriteFlags, RecordExistsAction, ResultCode, Value, WritePolicy, operations,
 };
 use counter_api::{EpochMillis, Hit, HitId, ServerId, TOTAL_HITS_KEY};
 use futures::StreamExt;
@@ -566,18 +565,7 @@ impl AerospikeStore {
             .filter_map(|id| self.key(HITS_SET, &id.to_string()).ok())
             .map(|key| BatchOperation::write(&row_policy, key, vec![operations::put(&clear[0])]))
             .collect();
-        rows.push(BatchOperation::delete(
-            &BatchDeletePolicy::default(),
-            match self.key(BATCHES_SET, &batch.key()) {
-                Ok(key) => key,
-                Err(_) => return false,
-            },
-        ));
         let deadline = Instant::now() + RELEASE_TIMEOUT.max(self.inner.timeout);
-        // The intent goes last, and only once every marker is gone.
-        let intent = rows.pop().expect("pushed above");
-        let mut policy = aerospike::BatchPolicy::write_default();
-        policy.base_policy.total_timeout = millis_until(deadline);
         if !rows.is_empty() {
             batch_with_retries(client, &mut rows, deadline).await;
             let cleared = rows.iter().all(|row| {
@@ -591,14 +579,17 @@ impl AerospikeStore {
                 return false;
             }
         }
-        let mut intent = [intent];
-        if let Err(error) = client.batch(&policy, &mut intent).await {
-            tracing::debug!(%error, %batch, "deleting a batch intent failed");
+        // The intent goes last, and only once every marker is gone.
+        let Ok(intent) = self.key(BATCHES_SET, &batch.key()) else {
+            return false;
+        };
+        match client.delete(&self.write_policy(deadline), &intent).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::debug!(%error, %batch, "deleting a batch intent failed");
+                false
+            }
         }
-        matches!(
-            intent[0].result_code(),
-            Some(ResultCode::Ok | ResultCode::KeyNotFoundError)
-        )
     }
 
     /// Runs the sweeper until the process ends.

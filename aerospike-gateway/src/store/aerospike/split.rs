@@ -123,7 +123,10 @@ impl AerospikeStore {
             tokio::time::sleep(WATCH_INTERVAL).await;
             let Ok(client) = self.client() else { continue };
             self.watch(client).await;
-            let due = self.view().repair_due && self.view().split.is_none();
+            let due = {
+                let view = self.view();
+                view.repair_due && view.split.is_none()
+            };
             if due && last_repair_try.elapsed() >= REPAIR_INTERVAL {
                 last_repair_try = Instant::now();
                 let outcome = self.repair(client).await;
