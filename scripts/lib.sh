@@ -2,12 +2,13 @@
 # shellcheck shell=bash
 
 # The runtime the tests and the local start use when there is no `spin`: the newest
-# wasmtime that builds with Rust 1.95, serving wasi:http 0.2 like Spin 3 and 4.
-WASMTIME_VERSION=48.0.8
+# wasmtime that serves the same wasi:http 0.3 release candidate as Spin 4
+# (0.3.0-rc-2026-03-15; wasmtime 46 and later serve only 0.3.0 final).
+WASMTIME_VERSION=45.0.3
 # Only what `wasmtime serve` needs: about half the build time of the defaults.
 WASMTIME_FEATURES=run,serve,cranelift,parallel-compilation,pooling-allocator,cache,logging,component-model,component-model-async
 # How wasmtime serves the web tier; the same flags as e2e's WASMTIME_SERVE_FLAGS.
-WASMTIME_SERVE_FLAGS=(-Scli -Opooling-memory-keep-resident=262144 -Opooling-table-keep-resident=65536)
+WASMTIME_SERVE_FLAGS=(-Wcomponent-model-async -Sp3 -Scli -Opooling-memory-keep-resident=262144 -Opooling-table-keep-resident=65536)
 TOOLS_DIR=${AWESOME_COUNTER_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/awesome-counter}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

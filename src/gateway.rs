@@ -1,33 +1,32 @@
 //! The component's side of the gateway API: one bounded HTTP call per operation.
 //!
-//! Built on the raw wasi:http@0.2.0 calls rather than `spin_sdk::http::send`,
-//! because the gateway call must end within a deadline whatever the gateway does
-//! (down, slow, or trickling bytes), and `send` has no way to pass timeouts. The
-//! wait uses a monotonic-clock pollable as well as the request options, so the
-//! deadline holds in any runtime, whichever options it honours.
+//! Every call races a monotonic-clock timer, so it ends within its deadline
+//! whatever the gateway does (down, slow, or trickling bytes), in any runtime,
+//! whichever request options that runtime honours.
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use counter_api::{
-    ApiError, Hit, LatestHits, PageHit, PageKey, PageRecorded, PageStats, PagesOverview, Recorded,
-    Summary, paths,
+    ApiError, Batch, BatchOutcomes, Hit, LatestHits, Outcome, PageHit, PageKey, PageRecorded,
+    PageStats, PagesOverview, Recorded, Summary, paths,
 };
+use http_body_util::{BodyExt, Full};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use wasi::clocks::monotonic_clock;
-use wasi::http::outgoing_handler;
-use wasi::http::types::{
-    ErrorCode, Fields, IncomingResponse, Method, OutgoingBody, OutgoingRequest, RequestOptions,
-    Scheme,
-};
-use wasi::io::poll;
-use wasi::io::streams::StreamError;
+use spin_sdk::http::Method;
+use spin_sdk::wasip3::clocks::monotonic_clock::{self, Mark};
+use spin_sdk::wasip3::http::types::ErrorCode;
 
 use crate::config::{Config, GatewayUrl};
 
 /// Gateway answers are small JSON documents; anything bigger is not one.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     #[error("cannot reach the gateway at {authority}: {detail}")]
     Unreachable { authority: String, detail: String },
@@ -63,62 +62,108 @@ impl<'a> Gateway<'a> {
         }
     }
 
-    pub fn record_hit(&self, hit: &Hit) -> Result<Recorded, GatewayError> {
-        let body = serde_json::to_vec(hit).expect("a hit always serialises");
-        self.call(Method::Post, paths::HITS, Some(body))
+    /// Records hits that arrived together in one call; answers each hit's outcome,
+    /// in order.
+    pub async fn record_hits(&self, hits: Vec<Hit>) -> Vec<Result<Recorded, GatewayError>> {
+        self.record_batch(paths::HIT_BATCHES, hits).await
     }
 
-    pub fn summary(&self) -> Result<Summary, GatewayError> {
-        self.call(Method::Get, paths::SUMMARY, None)
+    /// [`Gateway::record_hits`] for hits on named counters.
+    pub async fn record_page_hits(
+        &self,
+        hits: Vec<PageHit>,
+    ) -> Vec<Result<PageRecorded, GatewayError>> {
+        self.record_batch(paths::PAGE_HIT_BATCHES, hits).await
     }
 
-    pub fn latest_hits(&self, limit: usize) -> Result<LatestHits, GatewayError> {
+    async fn record_batch<H: Serialize, A: DeserializeOwned>(
+        &self,
+        path: &str,
+        hits: Vec<H>,
+    ) -> Vec<Result<A, GatewayError>> {
+        let count = hits.len();
+        let body = serde_json::to_vec(&Batch { hits }).expect("hits always serialise");
+        let error = match self
+            .call::<BatchOutcomes<A>>(Method::POST, path, Some(body))
+            .await
+        {
+            Ok(answer) if answer.outcomes.len() == count => {
+                return answer
+                    .outcomes
+                    .into_iter()
+                    .map(|outcome| match outcome {
+                        Outcome::Recorded(answer) => Ok(answer),
+                        Outcome::Failed(error) => Err(GatewayError::Refused {
+                            status: if error.error == "store_failed" {
+                                500
+                            } else {
+                                503
+                            },
+                            message: error.message,
+                        }),
+                    })
+                    .collect();
+            }
+            Ok(answer) => GatewayError::BadAnswer(format!(
+                "{} outcomes for {count} hits",
+                answer.outcomes.len()
+            )),
+            Err(error) => error,
+        };
+        (0..count).map(|_| Err(error.clone())).collect()
+    }
+
+    pub async fn summary(&self) -> Result<Summary, GatewayError> {
+        self.call(Method::GET, paths::SUMMARY, None).await
+    }
+
+    pub async fn latest_hits(&self, limit: usize) -> Result<LatestHits, GatewayError> {
         let path = format!("{}?limit={limit}", paths::LATEST_HITS);
-        self.call(Method::Get, &path, None)
-    }
-
-    pub fn record_page_hit(&self, hit: &PageHit) -> Result<PageRecorded, GatewayError> {
-        let body = serde_json::to_vec(hit).expect("a page hit always serialises");
-        self.call(Method::Post, paths::PAGE_HITS, Some(body))
+        self.call(Method::GET, &path, None).await
     }
 
     /// `days` must be within the gateway's limit (1..=400).
-    pub fn page_stats(&self, key: &PageKey, days: u32) -> Result<PageStats, GatewayError> {
+    pub async fn page_stats(&self, key: &PageKey, days: u32) -> Result<PageStats, GatewayError> {
         // Keys are URL-safe by construction: no escaping needed.
         let path = format!("{}/{key}?days={days}", paths::PAGES);
-        self.call(Method::Get, &path, None)
+        self.call(Method::GET, &path, None).await
     }
 
-    pub fn pages_overview(&self, limit: usize, days: u32) -> Result<PagesOverview, GatewayError> {
+    pub async fn pages_overview(
+        &self,
+        limit: usize,
+        days: u32,
+    ) -> Result<PagesOverview, GatewayError> {
         let path = format!("{}?limit={limit}&days={days}", paths::PAGES);
-        self.call(Method::Get, &path, None)
+        self.call(Method::GET, &path, None).await
     }
 
-    fn call<T: DeserializeOwned>(
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, GatewayError> {
         let deadline = monotonic_clock::now().saturating_add(self.timeout.as_nanos() as u64);
+        let body = Bytes::from(body.unwrap_or_default());
         // A gateway that cannot be reached got nothing, and a hit carries its id, so
         // trying again is safe: it rides out a gateway replica being replaced, or
         // a name that does not resolve yet in a container that just started.
         let mut pause = Duration::from_millis(25);
-        let response = loop {
-            match self.send(method.clone(), path, body.clone(), deadline) {
-                Err(GatewayError::Unreachable { .. })
+        let (status, bytes) = loop {
+            let exchange = self.exchange(method.clone(), path, body.clone());
+            match within(deadline, exchange).await {
+                None => return Err(GatewayError::TimedOut(self.timeout)),
+                Some(Err(GatewayError::Unreachable { .. }))
                     if monotonic_clock::now().saturating_add(pause.as_nanos() as u64)
                         < deadline =>
                 {
-                    monotonic_clock::subscribe_duration(pause.as_nanos() as u64).block();
+                    monotonic_clock::wait_for(pause.as_nanos() as u64).await;
                     pause *= 2;
                 }
-                result => break result?,
+                Some(result) => break result?,
             }
         };
-        let status = response.status();
-        let bytes = read_body(&response, deadline, self.timeout)?;
         if !(200..300).contains(&status) {
             let message = match serde_json::from_slice::<ApiError>(&bytes) {
                 Ok(error) => error.message,
@@ -129,117 +174,71 @@ impl<'a> Gateway<'a> {
         serde_json::from_slice(&bytes).map_err(|e| GatewayError::BadAnswer(e.to_string()))
     }
 
-    fn send(
+    /// One request and its whole answer: the status and the body.
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
-        body: Option<Vec<u8>>,
-        deadline: monotonic_clock::Instant,
-    ) -> Result<IncomingResponse, GatewayError> {
+        body: Bytes,
+    ) -> Result<(u16, Vec<u8>), GatewayError> {
         let unreachable = |detail: String| GatewayError::Unreachable {
             authority: self.url.authority.clone(),
             detail,
         };
-        let mut headers = vec![("accept".to_owned(), b"application/json".to_vec())];
-        if let Some(body) = &body {
-            headers.push(("content-type".to_owned(), b"application/json".to_vec()));
-            headers.push((
-                "content-length".to_owned(),
-                body.len().to_string().into_bytes(),
-            ));
+        let scheme = if self.url.https { "https" } else { "http" };
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!(
+                "{scheme}://{}{}{path}",
+                self.url.authority, self.url.base_path
+            ))
+            .header("accept", "application/json");
+        if !body.is_empty() {
+            request = request
+                .header("content-type", "application/json")
+                .header("content-length", body.len());
         }
-        let headers = Fields::from_list(&headers).map_err(|e| unreachable(format!("{e:?}")))?;
-        let request = OutgoingRequest::new(headers);
-        let scheme = if self.url.https {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        };
-        let path_with_query = format!("{}{path}", self.url.base_path);
-        // These setters only fail on values the config already ruled out.
-        let _ = request.set_method(&method);
-        let _ = request.set_scheme(Some(&scheme));
-        let _ = request.set_authority(Some(&self.url.authority));
-        let _ = request.set_path_with_query(Some(&path_with_query));
-        let outgoing_body = request.body().expect("a new request's body is taken once");
-
-        let options = RequestOptions::new();
-        let timeout = Some(self.timeout.as_nanos() as u64);
-        // A runtime may refuse an option it does not support; the deadline below
-        // still holds then.
-        let _ = options.set_connect_timeout(timeout);
-        let _ = options.set_first_byte_timeout(timeout);
-        let _ = options.set_between_bytes_timeout(timeout);
-
-        let future = outgoing_handler::handle(request, Some(options))
-            .map_err(|e| unreachable(describe(&e)))?;
-        if let Some(body) = body {
-            let stream = outgoing_body
-                .write()
-                .expect("a body's stream is taken once");
-            for chunk in body.chunks(4096) {
-                stream
-                    .blocking_write_and_flush(chunk)
-                    .map_err(|e| unreachable(format!("sending the request: {e:?}")))?;
+        // Only fails on values the config already ruled out.
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let response = spin_sdk::http::send(request).await.map_err(|e| match e {
+            ErrorCode::ConnectionReadTimeout | ErrorCode::ConnectionTimeout => {
+                GatewayError::TimedOut(self.timeout)
             }
-            drop(stream);
-        }
-        OutgoingBody::finish(outgoing_body, None).map_err(|e| unreachable(describe(&e)))?;
-
-        let ready = future.subscribe();
-        let timer = monotonic_clock::subscribe_instant(deadline);
-        loop {
-            match future.get() {
-                Some(Ok(Ok(response))) => return Ok(response),
-                Some(Ok(Err(ErrorCode::ConnectionReadTimeout)))
-                | Some(Ok(Err(ErrorCode::ConnectionTimeout))) => {
-                    return Err(GatewayError::TimedOut(self.timeout));
-                }
-                Some(Ok(Err(error))) => return Err(unreachable(describe(&error))),
-                Some(Err(())) => unreachable!("the response future is read once"),
-                None if timer.ready() => return Err(GatewayError::TimedOut(self.timeout)),
-                None => {
-                    poll::poll(&[&ready, &timer]);
-                }
-            }
-        }
-    }
-}
-
-fn read_body(
-    response: &IncomingResponse,
-    deadline: monotonic_clock::Instant,
-    timeout: Duration,
-) -> Result<Vec<u8>, GatewayError> {
-    let body = response
-        .consume()
-        .map_err(|()| GatewayError::BadAnswer("no body".into()))?;
-    let stream = body
-        .stream()
-        .map_err(|()| GatewayError::BadAnswer("no body stream".into()))?;
-    let ready = stream.subscribe();
-    let timer = monotonic_clock::subscribe_instant(deadline);
-    let mut bytes = Vec::new();
-    loop {
-        match stream.read(64 * 1024) {
-            Ok(chunk) if chunk.is_empty() => {
-                if timer.ready() {
-                    return Err(GatewayError::TimedOut(timeout));
-                }
-                poll::poll(&[&ready, &timer]);
-            }
-            Ok(chunk) => {
-                bytes.extend_from_slice(&chunk);
+            other => unreachable(describe(&other)),
+        })?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| GatewayError::BadAnswer(format!("{e:?}")))?;
+            if let Ok(data) = frame.into_data() {
+                bytes.extend_from_slice(&data);
                 if bytes.len() > MAX_ANSWER_BYTES {
                     return Err(GatewayError::BadAnswer("answer too large".into()));
                 }
             }
-            Err(StreamError::Closed) => return Ok(bytes),
-            Err(StreamError::LastOperationFailed(e)) => {
-                return Err(GatewayError::BadAnswer(e.to_debug_string()));
-            }
         }
+        Ok((status, bytes))
     }
+}
+
+/// `work`'s output, or `None` once the clock passes `deadline`; `work` is dropped
+/// (and its call cancelled) then.
+async fn within<T>(deadline: Mark, work: impl Future<Output = T>) -> Option<T> {
+    let mut work = pin!(work);
+    let mut timer = pin!(monotonic_clock::wait_until(deadline));
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = work.as_mut().poll(cx) {
+            Poll::Ready(Some(output))
+        } else if timer.as_mut().poll(cx).is_ready() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 fn describe(error: &ErrorCode) -> String {

@@ -4,8 +4,10 @@
 //! `POST /api/pages/<key>` one hit of a named counter. The component names the hit
 //! (a fresh [`HitId`], this replica's [`ServerId`] or the counter key, the time,
 //! the visitor), hands it to the gateway, and answers with the number the gateway
-//! counted it as. The component keeps no state of its own, so the web tier scales
-//! by adding replicas; the gateway owns the data.
+//! counted it as. Hits that one instance serves at the same moment share one
+//! gateway call ([`group_commit`]). The component keeps no state beyond the hits
+//! it is sending, so the web tier scales by adding replicas; the gateway owns the
+//! data.
 //!
 //! Routes:
 //! - `GET /`: record a hit, answer `Hello World! I have been seen by N.`
@@ -24,6 +26,7 @@ mod badge;
 mod chart;
 mod config;
 mod gateway;
+mod group_commit;
 mod markup;
 mod page_stats_page;
 mod query;
@@ -37,7 +40,7 @@ use counter_api::{
 };
 use serde::Serialize;
 use serde_json::json;
-use spin_sdk::http::{IncomingRequest, Method, Response};
+use spin_sdk::http::{HeaderValue, Method, Request};
 
 use crate::config::Config;
 use crate::gateway::{Gateway, GatewayError};
@@ -51,15 +54,16 @@ const PAGE_DAYS_SHOWN: u32 = 365;
 const MAX_DAYS: u32 = 400;
 const MAX_TOP: usize = 100;
 
+/// Every answer is a whole body the component has already made.
+type Response = http::Response<String>;
+
 // Exported only from the wasm build: a native build of this crate exists for the
 // unit tests, and the export's WIT name is not a valid native symbol.
-#[cfg_attr(target_family = "wasm", spin_sdk::http_component)]
+#[cfg_attr(target_family = "wasm", spin_sdk::http_service)]
 #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
-fn handle(request: IncomingRequest) -> Response {
-    let path_with_query = request.path_with_query().unwrap_or_default();
-    let (path, query) = path_with_query
-        .split_once('?')
-        .unwrap_or((&path_with_query, ""));
+async fn handle(request: Request) -> Response {
+    let path = request.uri().path();
+    let query = request.uri().query().unwrap_or("");
     let method = request.method();
 
     let Some(route) = Route::from_path(path) else {
@@ -68,8 +72,8 @@ fn handle(request: IncomingRequest) -> Response {
             "Not found. The counter lives at /, its statistics at /stats, badges at /badge/<key>.svg.\n",
         );
     };
-    if !route.allows(&method) {
-        return Response::builder()
+    if !route.allows(method) {
+        return http::Response::builder()
             .status(405)
             .header("allow", route.allow())
             .header("content-type", "text/plain; charset=utf-8")
@@ -77,7 +81,7 @@ fn handle(request: IncomingRequest) -> Response {
                 "Method not allowed: {path} only answers {}.\n",
                 route.allow()
             ))
-            .build();
+            .expect("a valid status and headers");
     }
     // A replica whose configuration is broken is not healthy either.
     let config = match Config::from_env() {
@@ -90,11 +94,11 @@ fn handle(request: IncomingRequest) -> Response {
     // A header sent on several lines is one comma-separated list (RFC 9110): a
     // client's own X-Forwarded-For line must not hide the one a proxy added.
     let header = |name: &str| {
-        let values = request.headers().get(name);
-        (!values.is_empty()).then(|| {
+        let values = request.headers().get_all(name);
+        (values.iter().next().is_some()).then(|| {
             values
                 .iter()
-                .map(|value| String::from_utf8_lossy(value))
+                .map(|value| String::from_utf8_lossy(value.as_bytes()))
                 .collect::<Vec<_>>()
                 .join(", ")
         })
@@ -102,19 +106,14 @@ fn handle(request: IncomingRequest) -> Response {
     let gateway = Gateway::new(&config);
     match route {
         Route::Healthz => plain(200, "ok\n"),
-        Route::Counter => count_hit(&gateway, &config).unwrap_or_else(|e| unavailable(&e)),
-        Route::StatsPage => stats(&gateway)
-            .and_then(|(summary, latest)| {
-                let pages = gateway.pages_overview(TOP_SHOWN, 30)?;
-                Ok(html(&stats_page::render(
-                    &summary,
-                    &latest,
-                    &config.server_id,
-                    &pages,
-                )))
-            })
+        Route::Counter => count_hit(&gateway, &config)
+            .await
+            .unwrap_or_else(|e| unavailable(&e)),
+        Route::StatsPage => stats_page(&gateway, &config)
+            .await
             .unwrap_or_else(|e| unavailable(&e)),
         Route::StatsJson => stats(&gateway)
+            .await
             .map(|(summary, latest)| {
                 json_response(
                     200,
@@ -126,19 +125,19 @@ fn handle(request: IncomingRequest) -> Response {
                 )
             })
             .unwrap_or_else(|e| unavailable(&e)),
-        Route::Badge(Ok(key)) => badge(&gateway, &config, key, query, &header),
-        Route::PageStatsPage(Ok(key)) => page_stats_page(&gateway, &key, query),
-        Route::PageApi(Ok(key)) if matches!(method, Method::Post) => {
-            count_page_hit_api(&gateway, &config, key, query, &header)
+        Route::Badge(Ok(key)) => badge(&gateway, &config, key, query, &header).await,
+        Route::PageStatsPage(Ok(key)) => page_stats_page(&gateway, &key, query).await,
+        Route::PageApi(Ok(key)) if method == Method::POST => {
+            count_page_hit_api(&gateway, &config, key, query, &header).await
         }
-        Route::PageApi(Ok(key)) => read_page_api(&gateway, &key, query),
+        Route::PageApi(Ok(key)) => read_page_api(&gateway, &key, query).await,
         Route::Badge(Err(error)) => plain(
             400,
             &format!("Bad counter key in the badge URL: {error}.\n"),
         ),
         Route::PageStatsPage(Err(error)) => plain(400, &format!("Bad counter key: {error}.\n")),
         Route::PageApi(Err(error)) => json_error(400, "invalid_key", &error.to_string()),
-        Route::PagesApi => pages_api(&gateway, query),
+        Route::PagesApi => pages_api(&gateway, query).await,
     }
 }
 
@@ -189,36 +188,49 @@ impl Route {
     }
 
     fn allows(&self, method: &Method) -> bool {
-        match method {
-            Method::Get => true,
-            Method::Post => matches!(self, Self::PageApi(_)),
-            _ => false,
-        }
+        *method == Method::GET || (*method == Method::POST && matches!(self, Self::PageApi(_)))
     }
 }
 
-fn count_hit(gateway: &Gateway, config: &Config) -> Result<Response, GatewayError> {
+async fn count_hit(gateway: &Gateway<'_>, config: &Config) -> Result<Response, GatewayError> {
     let hit = Hit {
         id: new_hit_id(),
         server: config.server_id.clone(),
         ts: now(),
     };
-    let recorded = gateway.record_hit(&hit)?;
+    let recorded = group_commit::record_hit(gateway, hit).await?;
     let mut response = plain(
         200,
         &format!("Hello World! I have been seen by {}.", recorded.total_hits),
     );
-    response.set_header("cache-control", "no-store");
+    response
+        .headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
-fn stats(gateway: &Gateway) -> Result<(Summary, LatestHits), GatewayError> {
-    Ok((gateway.summary()?, gateway.latest_hits(LATEST_HITS_SHOWN)?))
+async fn stats(gateway: &Gateway<'_>) -> Result<(Summary, LatestHits), GatewayError> {
+    Ok((
+        gateway.summary().await?,
+        gateway.latest_hits(LATEST_HITS_SHOWN).await?,
+    ))
+}
+
+/// `GET /stats`: the tutorial's totals, the newest hits and the top counters.
+async fn stats_page(gateway: &Gateway<'_>, config: &Config) -> Result<Response, GatewayError> {
+    let (summary, latest) = stats(gateway).await?;
+    let pages = gateway.pages_overview(TOP_SHOWN, 30).await?;
+    Ok(html(&stats_page::render(
+        &summary,
+        &latest,
+        &config.server_id,
+        &pages,
+    )))
 }
 
 /// `GET /badge/<key>.svg`: counts a hit (unless `count=false`) and draws it.
-fn badge(
-    gateway: &Gateway,
+async fn badge(
+    gateway: &Gateway<'_>,
     config: &Config,
     key: PageKey,
     query: &str,
@@ -232,14 +244,14 @@ fn badge(
         Err(error) => return plain(400, &format!("Bad badge option: {error}\n")),
     };
     let count = if options.count {
-        gateway
-            .record_page_hit(&page_hit(config, key, new_hit_id(), header))
+        group_commit::record_page_hit(gateway, page_hit(config, key, new_hit_id(), header))
+            .await
             .map(|recorded| recorded.total)
     } else {
-        gateway.page_stats(&key, 1).map(|stats| stats.total)
+        gateway.page_stats(&key, 1).await.map(|stats| stats.total)
     };
     match count {
-        Ok(count) => Response::builder()
+        Ok(count) => http::Response::builder()
             .status(200)
             .header("content-type", "image/svg+xml; charset=utf-8")
             // Image proxies such as GitHub's camo cache what they may: forbid it,
@@ -257,15 +269,15 @@ fn badge(
             )
             .header("x-content-type-options", "nosniff")
             .body(badge::render(&options, count))
-            .build(),
+            .expect("a valid status and headers"),
         Err(error) => unavailable(&error),
     }
 }
 
 /// `POST /api/pages/<key>`: counts a hit. An `Idempotency-Key` header holding a
 /// UUID names the hit, so a client that retries it is counted once.
-fn count_page_hit_api(
-    gateway: &Gateway,
+async fn count_page_hit_api(
+    gateway: &Gateway<'_>,
     config: &Config,
     key: PageKey,
     query: &str,
@@ -287,14 +299,14 @@ fn count_page_hit_api(
             }
         },
     };
-    match gateway.record_page_hit(&page_hit(config, key, id, header)) {
+    match group_commit::record_page_hit(gateway, page_hit(config, key, id, header)).await {
         Ok(recorded) => json_response(if recorded.duplicate { 200 } else { 201 }, &recorded),
         Err(error) => json_unavailable(&error),
     }
 }
 
 /// `GET /api/pages/<key>?days=N`: the counter without counting.
-fn read_page_api(gateway: &Gateway, key: &PageKey, query: &str) -> Response {
+async fn read_page_api(gateway: &Gateway<'_>, key: &PageKey, query: &str) -> Response {
     let days = match query::parse(query)
         .map_err(|e| e.to_string())
         .and_then(|pairs| {
@@ -304,14 +316,14 @@ fn read_page_api(gateway: &Gateway, key: &PageKey, query: &str) -> Response {
         Ok(days) => days as u32,
         Err(message) => return json_error(400, "invalid_query", &message),
     };
-    match gateway.page_stats(key, days) {
+    match gateway.page_stats(key, days).await {
         Ok(stats) => json_response(200, &stats),
         Err(error) => json_unavailable(&error),
     }
 }
 
 /// `GET /api/pages?limit=N&days=D`: the top counters and all hits per day.
-fn pages_api(gateway: &Gateway, query: &str) -> Response {
+async fn pages_api(gateway: &Gateway<'_>, query: &str) -> Response {
     let params = query::parse(query)
         .map_err(|e| e.to_string())
         .and_then(|pairs| {
@@ -325,18 +337,18 @@ fn pages_api(gateway: &Gateway, query: &str) -> Response {
         Ok(params) => params,
         Err(message) => return json_error(400, "invalid_query", &message),
     };
-    match gateway.pages_overview(limit, days as u32) {
+    match gateway.pages_overview(limit, days as u32).await {
         Ok(overview) => json_response(200, &overview),
         Err(error) => json_unavailable(&error),
     }
 }
 
 /// `GET /stats/<key>`: one counter's page.
-fn page_stats_page(gateway: &Gateway, key: &PageKey, query: &str) -> Response {
+async fn page_stats_page(gateway: &Gateway<'_>, key: &PageKey, query: &str) -> Response {
     if let Err(error) = query::parse(query).and_then(|pairs| query::reject_unknown(&pairs, &[])) {
         return plain(400, &format!("{error}\n"));
     }
-    match gateway.page_stats(key, PAGE_DAYS_SHOWN) {
+    match gateway.page_stats(key, PAGE_DAYS_SHOWN).await {
         Ok(stats) => html(&page_stats_page::render(&stats)),
         Err(error) => unavailable(&error),
     }
@@ -391,7 +403,7 @@ fn now() -> EpochMillis {
 /// error inside it.
 fn unavailable(error: &GatewayError) -> Response {
     eprintln!("gateway call failed: {error}");
-    Response::builder()
+    http::Response::builder()
         .status(503)
         .header("content-type", "text/plain; charset=utf-8")
         .header("retry-after", "1")
@@ -400,7 +412,7 @@ fn unavailable(error: &GatewayError) -> Response {
             "The counter is unavailable right now ({}). Please retry in a moment.\n",
             error.short()
         ))
-        .build()
+        .expect("a valid status and headers")
 }
 
 /// [`unavailable`] for the JSON API.
@@ -414,7 +426,9 @@ fn json_unavailable(error: &GatewayError) -> Response {
             error.short()
         ),
     );
-    response.set_header("retry-after", "1");
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
     response
 }
 
@@ -429,29 +443,29 @@ fn json_error(status: u16, error: &str, message: &str) -> Response {
 }
 
 fn json_response(status: u16, body: &impl Serialize) -> Response {
-    Response::builder()
+    http::Response::builder()
         .status(status)
         .header("content-type", "application/json")
         .header("cache-control", "no-store")
         .body(serde_json::to_string(body).expect("answers always serialise"))
-        .build()
+        .expect("a valid status and headers")
 }
 
 fn plain(status: u16, body: &str) -> Response {
-    Response::builder()
+    http::Response::builder()
         .status(status)
         .header("content-type", "text/plain; charset=utf-8")
         .body(body.to_owned())
-        .build()
+        .expect("a valid status and headers")
 }
 
 fn html(body: &str) -> Response {
-    Response::builder()
+    http::Response::builder()
         .status(200)
         .header("content-type", "text/html; charset=utf-8")
         .header("cache-control", "no-store")
         .body(body.to_owned())
-        .build()
+        .expect("a valid status and headers")
 }
 
 #[cfg(test)]
@@ -485,7 +499,7 @@ mod tests {
             Route::from_path("/stats/a//b"),
             Some(Route::PageStatsPage(Err(_)))
         ));
-        assert!(Route::PageApi("k".parse()).allows(&spin_sdk::http::Method::Post));
-        assert!(!Route::Counter.allows(&spin_sdk::http::Method::Post));
+        assert!(Route::PageApi("k".parse()).allows(&spin_sdk::http::Method::POST));
+        assert!(!Route::Counter.allows(&spin_sdk::http::Method::POST));
     }
 }

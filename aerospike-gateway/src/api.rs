@@ -14,10 +14,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use counter_api::{
-    ApiError, Audit, Hit, LatestHits, PageHit, PageKey, PageRecorded, PageStats, PagesOverview,
-    Recorded, Summary, paths,
+    ApiError, Audit, Batch, BatchOutcomes, Hit, LatestHits, MAX_BATCH_HITS, Outcome, PageHit,
+    PageKey, PageRecorded, PageStats, PagesOverview, Recorded, Summary, paths,
 };
 use futures::StreamExt;
+use futures::future::join_all;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -35,6 +36,8 @@ pub const MAX_TOP: usize = 100;
 
 /// A hit is about 120 bytes of JSON; anything near this is not a hit.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
+/// Room for [`MAX_BATCH_HITS`] hits, with their longest server ids.
+pub const MAX_BATCH_BODY_BYTES: usize = MAX_BATCH_HITS * 256;
 /// How much of an oversized body is read and discarded before answering 413.
 const DRAIN_BYTES: usize = 64 * 1024;
 
@@ -48,10 +51,12 @@ pub struct AppState<S> {
 pub fn router<S: Store>(state: AppState<S>) -> Router {
     Router::new()
         .route(paths::HITS, post(record_hit::<S>))
+        .route(paths::HIT_BATCHES, post(record_hit_batch::<S>))
         .route(paths::SUMMARY, get(summary::<S>))
         .route(paths::LATEST_HITS, get(latest_hits::<S>))
         .route(paths::AUDIT, get(audit::<S>))
         .route(paths::PAGE_HITS, post(record_page_hit::<S>))
+        .route(paths::PAGE_HIT_BATCHES, post(record_page_hit_batch::<S>))
         .route(paths::PAGES, get(pages_overview::<S>))
         .route(&format!("{}/{{*key}}", paths::PAGES), get(page_stats::<S>))
         .route(
@@ -90,6 +95,74 @@ async fn record_hit<S: Store>(
         StatusCode::CREATED
     };
     Ok((status, Json(recorded)).into_response())
+}
+
+/// Hits that met at one web replica: each goes into the recorder's queue at once,
+/// so they normally share one store batch, and each is answered on its own.
+async fn record_hit_batch<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchOutcomes<Recorded>>, Problem> {
+    let hits = parse_batch::<Hit>(&headers, body, HIT_SHAPE).await?;
+    let results = join_all(hits.into_iter().map(|hit| state.recorder.record(hit))).await;
+    Ok(Json(outcomes(results)))
+}
+
+/// [`record_hit_batch`] for page hits.
+async fn record_page_hit_batch<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchOutcomes<PageRecorded>>, Problem> {
+    let hits = parse_batch::<PageHit>(&headers, body, PAGE_HIT_SHAPE).await?;
+    let results = join_all(hits.into_iter().map(|hit| async {
+        let hit = state.visitors.prepare(hit, today()).await?;
+        state.page_recorder.record(hit).await
+    }))
+    .await;
+    Ok(Json(outcomes(results)))
+}
+
+/// A batch of 1 to [`MAX_BATCH_HITS`] hits, each a valid hit of `shape`; one bad
+/// hit refuses the whole batch, before anything is queued.
+async fn parse_batch<H: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    shape: &str,
+) -> Result<Vec<H>, Problem> {
+    let shape =
+        format!("a batch is {{\"hits\": [<hit>, ...]}} with 1 to {MAX_BATCH_HITS} hits; {shape}");
+    let batch: Batch<H> = parse_json_limited(
+        headers,
+        body,
+        MAX_BATCH_BODY_BYTES,
+        "invalid_hit_batch",
+        &shape,
+    )
+    .await?;
+    if !(1..=MAX_BATCH_HITS).contains(&batch.hits.len()) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_hit_batch",
+            format!(
+                "a batch holds 1 to {MAX_BATCH_HITS} hits, not {}",
+                batch.hits.len()
+            ),
+        ));
+    }
+    Ok(batch.hits)
+}
+
+fn outcomes<A>(results: Vec<Result<A, StoreError>>) -> BatchOutcomes<A> {
+    let outcomes = results
+        .into_iter()
+        .map(|result| match result {
+            Ok(answer) => Outcome::Recorded(answer),
+            Err(error) => Outcome::Failed(Problem::from(error).body),
+        })
+        .collect();
+    BatchOutcomes { outcomes }
 }
 
 const HIT_SHAPE: &str = "a hit is {\"id\": \"<uuid>\", \"server\": \"<server id>\", \"ts\": <milliseconds since the epoch>}";
@@ -195,21 +268,21 @@ async fn pages_overview<S: Store>(
 /// Reads at most [`MAX_BODY_BYTES`]. A body over the limit is still read and thrown
 /// away up to [`DRAIN_BYTES`] more, so the client, still sending, gets the 413
 /// instead of a connection reset; past that the connection is dropped.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Problem> {
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Problem> {
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
-            format!("a hit must be at most {MAX_BODY_BYTES} bytes of JSON"),
+            format!("the body must be at most {limit} bytes of JSON"),
         )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES + DRAIN_BYTES) {
+    if declared.is_some_and(|len| len > limit + DRAIN_BYTES) {
         return Err(too_large());
     }
-    let mut bytes = Vec::with_capacity(declared.unwrap_or(256).min(MAX_BODY_BYTES));
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(256).min(limit));
     let mut seen = 0;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -221,13 +294,13 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Problem> 
             )
         })?;
         seen += chunk.len();
-        if seen <= MAX_BODY_BYTES {
+        if seen <= limit {
             bytes.extend_from_slice(&chunk);
-        } else if seen > MAX_BODY_BYTES + DRAIN_BYTES {
+        } else if seen > limit + DRAIN_BYTES {
             break;
         }
     }
-    if seen > MAX_BODY_BYTES {
+    if seen > limit {
         return Err(too_large());
     }
     Ok(bytes)
@@ -239,6 +312,17 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Problem> 
 async fn parse_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
+    invalid: &str,
+    shape: &str,
+) -> Result<T, Problem> {
+    parse_json_limited(headers, body, MAX_BODY_BYTES, invalid, shape).await
+}
+
+/// [`parse_json`] for a body of up to `limit` bytes.
+async fn parse_json_limited<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
     invalid: &str,
     shape: &str,
 ) -> Result<T, Problem> {
@@ -256,7 +340,7 @@ async fn parse_json<T: DeserializeOwned>(
             ),
         ));
     }
-    let bytes = read_body(headers, body).await?;
+    let bytes = read_body(headers, body, limit).await?;
     let value: T = serde_json::from_slice(&bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {

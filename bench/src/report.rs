@@ -72,9 +72,15 @@ impl Table {
             notes: Vec::new(),
             comparisons: Vec::new(),
         };
-        table.compare("full path, embedded", "static page (ceiling)", None);
-        table.compare("full path, Aerospike", "tutorial app, Flask debug", None);
-        table.compare("full path, Aerospike", "tutorial app, gunicorn", None);
+        // The floors are the goals set for the web tier on wasmtime and against the
+        // tutorial (README, "Performance").
+        table.compare("full path, embedded", "static page (ceiling)", Some(0.35));
+        table.compare(
+            "full path, Aerospike",
+            "tutorial app, Flask debug",
+            Some(10.0),
+        );
+        table.compare("full path, Aerospike", "tutorial app, gunicorn", Some(3.0));
         table
     }
 

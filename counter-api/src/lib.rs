@@ -15,7 +15,9 @@ pub use page::{
     Day, DayCount, DayHits, InvalidPage, PageHit, PageKey, PageRecorded, PageStats, PageTotal,
     PagesOverview, UserAgent, Visitor,
 };
-pub use wire::{ApiError, Audit, LatestHits, Recorded, ServerTotal, Summary};
+pub use wire::{
+    ApiError, Audit, Batch, BatchOutcomes, LatestHits, Outcome, Recorded, ServerTotal, Summary,
+};
 
 /// The key of the grand-total counter in the `summary` set, as in the tutorial.
 ///
@@ -23,10 +25,17 @@ pub use wire::{ApiError, Audit, LatestHits, Recorded, ServerTotal, Summary};
 /// [`ServerId`] refuses this exact string.
 pub const TOTAL_HITS_KEY: &str = "total_hits";
 
+/// The most hits one [`Batch`] may carry: a web instance serves a few dozen
+/// requests at once, so its batches stay far below this.
+pub const MAX_BATCH_HITS: usize = 256;
+
 /// Paths of the gateway's HTTP API.
 pub mod paths {
     /// `POST` a [`Hit`](crate::Hit) as JSON; answers [`Recorded`](crate::Recorded).
     pub const HITS: &str = "/v1/hits";
+    /// `POST` a [`Batch`](crate::Batch) of 1 to [`MAX_BATCH_HITS`](crate::MAX_BATCH_HITS)
+    /// hits; answers [`BatchOutcomes`](crate::BatchOutcomes), one per hit.
+    pub const HIT_BATCHES: &str = "/v1/hits/batch";
     /// `GET` the [`Summary`](crate::Summary).
     pub const SUMMARY: &str = "/v1/summary";
     /// `GET ?limit=N` the newest hits as [`LatestHits`](crate::LatestHits).
@@ -37,6 +46,8 @@ pub mod paths {
     /// `POST` a [`PageHit`](crate::PageHit) as JSON; answers
     /// [`PageRecorded`](crate::PageRecorded).
     pub const PAGE_HITS: &str = "/v1/page-hits";
+    /// `POST` a [`Batch`](crate::Batch) of page hits, as [`HIT_BATCHES`].
+    pub const PAGE_HIT_BATCHES: &str = "/v1/page-hits/batch";
     /// `GET ?limit=N&days=D` the [`PagesOverview`](crate::PagesOverview);
     /// `GET /v1/pages/<key>?days=D` one counter's [`PageStats`](crate::PageStats).
     pub const PAGES: &str = "/v1/pages";

@@ -15,6 +15,32 @@ pub struct Recorded {
     pub duplicate: bool,
 }
 
+/// Hits that arrived together at one web replica, sent in one call
+/// (`POST /v1/hits/batch` of [`Hit`]s, `POST /v1/page-hits/batch` of
+/// [`PageHit`](crate::PageHit)s): each is counted, or refused, on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch<H> {
+    pub hits: Vec<H>,
+}
+
+/// The answer to a [`Batch`]: one outcome per hit, in the batch's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchOutcomes<A> {
+    pub outcomes: Vec<Outcome<A>>,
+}
+
+/// What became of one hit of a batch: its answer ([`Recorded`] or
+/// [`PageRecorded`](crate::PageRecorded)), or a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome<A> {
+    Recorded(A),
+    /// Not confirmed: the same refusal a single hit would get (`store_unavailable`
+    /// and the like). The hit may still be counted, once, like any unconfirmed hit.
+    Failed(ApiError),
+}
+
 /// The `summary` set: the grand total and one total per server.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Summary {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 on_every_backend!(
     a_retried_hit_is_counted_once,
+    a_batch_counts_each_hit_once_and_refuses_bad_batches_whole,
     bad_input_is_refused_and_nothing_is_written,
     latest_hits_limit_is_checked,
     health_and_unknown_endpoints,
@@ -119,6 +120,145 @@ fn without(field: &str) -> String {
     let mut hit = new_hit("web-1");
     hit.as_object_mut().unwrap().remove(field);
     hit.to_string()
+}
+
+async fn post_batch(client: &reqwest::Client, gateway: &str, body: &Value) -> (StatusCode, Value) {
+    let response = client
+        .post(format!("{gateway}/v1/hits/batch"))
+        .json(body)
+        .send()
+        .await
+        .expect("POST /v1/hits/batch");
+    let status = response.status();
+    (status, response.json().await.expect("a JSON answer"))
+}
+
+/// The web tier's shared call: every hit of a batch is its own hit, with its own
+/// N, counted once however often the batch is sent; a batch with one bad hit is
+/// refused whole, with nothing written.
+async fn a_batch_counts_each_hit_once_and_refuses_bad_batches_whole(backend: Backend) {
+    let counter = Counter::start(backend, 0).await;
+    let base = counter.gateway.summary().await.total_hits;
+    let client = http_client();
+    let gateway = &counter.gateway.url;
+    let server = format!("batch-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let hits: Vec<Value> = (0..5).map(|_| new_hit(&server)).collect();
+
+    let (status, answer) = post_batch(&client, gateway, &json!({ "hits": hits })).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let recorded: Vec<Recorded> = answer["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .map(|o| serde_json::from_value(o["recorded"].clone()).expect("a recorded hit"))
+        .collect();
+    let mut totals: Vec<u64> = recorded.iter().map(|r| r.total_hits).collect();
+    totals.sort();
+    assert_eq!(totals, (base + 1..=base + 5).collect::<Vec<_>>());
+    let mut server_totals: Vec<u64> = recorded.iter().map(|r| r.server_hits).collect();
+    server_totals.sort();
+    assert_eq!(server_totals, vec![1, 2, 3, 4, 5]);
+    assert!(recorded.iter().all(|r| !r.duplicate));
+
+    // The same batch again, with one new hit: five duplicates, one counted.
+    let mut again = hits.clone();
+    again.push(new_hit(&server));
+    let (status, answer) = post_batch(&client, gateway, &json!({ "hits": again })).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let outcomes = answer["outcomes"].as_array().expect("outcomes");
+    let duplicates: Vec<bool> = outcomes
+        .iter()
+        .map(|o| o["recorded"]["duplicate"].as_bool().expect("recorded"))
+        .collect();
+    assert_eq!(duplicates, [true, true, true, true, true, false]);
+    assert_eq!(outcomes[5]["recorded"]["total_hits"], json!(base + 6));
+
+    let audit_before = counter.gateway.audit().await;
+    let mut with_bad = vec![new_hit(&server), new_hit(&server)];
+    with_bad[1]["id"] = json!("00000000-0000-0000-0000-000000000000");
+    let too_many: Vec<Value> = (0..257).map(|_| new_hit(&server)).collect();
+    let cases = [
+        ("no hits", json!({ "hits": [] }), "1 to 256 hits, not 0"),
+        (
+            "257 hits",
+            json!({ "hits": too_many }),
+            "1 to 256 hits, not 257",
+        ),
+        ("one bad hit", json!({ "hits": with_bad }), "nil"),
+        ("a hit, not a batch", new_hit(&server), "unknown field"),
+        ("an array", json!([new_hit(&server)]), "a batch is {"),
+    ];
+    for (what, body, says) in cases {
+        let (status, answer) = post_batch(&client, gateway, &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {answer}");
+        assert_eq!(answer["error"], "invalid_hit_batch", "{what}: {answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{what}: {message}");
+    }
+    let response = client
+        .post(format!("{gateway}/v1/hits/batch"))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"hits": [], "pad": "{}"}}"#,
+            "x".repeat(200_000)
+        ))
+        .send()
+        .await
+        .expect("POST /v1/hits/batch");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        counter.gateway.audit().await,
+        audit_before,
+        "nothing written"
+    );
+
+    // Page hits, the same way: each its own number on its key.
+    let key = format!("batch/{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let page_hit = || {
+        json!({
+            "id": uuid::Uuid::now_v7().to_string(),
+            "key": key,
+            "ts": 1_732_000_000_000_u64,
+        })
+    };
+    let post_pages = |body: Value| {
+        client
+            .post(format!("{gateway}/v1/page-hits/batch"))
+            .json(&body)
+            .send()
+    };
+    let response = post_pages(json!({ "hits": [page_hit(), page_hit(), page_hit()] }))
+        .await
+        .expect("POST /v1/page-hits/batch");
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.expect("a JSON answer");
+    let mut totals: Vec<u64> = answer["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .map(|o| {
+            o["recorded"]["total"]
+                .as_u64()
+                .expect("a recorded page hit")
+        })
+        .collect();
+    totals.sort();
+    assert_eq!(totals, [1, 2, 3], "{answer}");
+    let mut bad_key = page_hit();
+    bad_key["key"] = json!("no spaces");
+    let response = post_pages(json!({ "hits": [page_hit(), bad_key] }))
+        .await
+        .expect("POST /v1/page-hits/batch");
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let stats: Value = client
+        .get(format!("{gateway}/v1/pages/{key}"))
+        .send()
+        .await
+        .expect("GET /v1/pages/<key>")
+        .json()
+        .await
+        .expect("a JSON answer");
+    assert_eq!(stats["total"], json!(3), "the refused batch wrote nothing");
 }
 
 async fn bad_input_is_refused_and_nothing_is_written(backend: Backend) {
