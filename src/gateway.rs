@@ -226,7 +226,7 @@ impl<'a> Gateway<'a> {
 
 /// `work`'s output, or `None` once the clock passes `deadline`; `work` is dropped
 /// (and its call cancelled) then.
-async fn within<T>(deadline: Mark, work: impl Future<Output = T>) -> Option<T> {
+pub async fn within<T>(deadline: Mark, work: impl Future<Output = T>) -> Option<T> {
     let mut work = pin!(work);
     let mut timer = pin!(monotonic_clock::wait_until(deadline));
     poll_fn(|cx| {
