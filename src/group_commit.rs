@@ -8,9 +8,9 @@
 //! as one `POST /v1/hits/batch` (or `/v1/page-hits/batch`): a hit that finds no
 //! call out sends every hit waiting, and hits that arrive while it is out wait
 //! for it to come back, then go out together in the next one (or in a second
-//! call, if the first is stuck: [`MAX_CALLS`]). Batching is driven by load, not a timer, the way the gateway's own
-//! group commit is: a lone hit goes out at once, and under load each call carries
-//! what gathered during the last.
+//! call, if the first is stuck: [`MAX_CALLS`]). Batching is driven by load, not
+//! a timer, the way the gateway's own group commit is: a lone hit goes out at
+//! once, and under load each call carries what gathered during the last.
 //!
 //! Every hit keeps its own id and gets its own answer (its own N), so a batch
 //! changes nothing the gateway counts; it only changes how many calls carry it.
