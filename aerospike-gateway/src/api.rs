@@ -265,7 +265,7 @@ async fn pages_overview<S: Store>(
     ))
 }
 
-/// Reads at most [`MAX_BODY_BYTES`]. A body over the limit is still read and thrown
+/// Reads at most `limit` bytes. A body over the limit is still read and thrown
 /// away up to [`DRAIN_BYTES`] more, so the client, still sending, gets the 413
 /// instead of a connection reset; past that the connection is dropped.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Problem> {
