@@ -95,7 +95,7 @@ async fn handle(request: Request) -> Response {
     // client's own X-Forwarded-For line must not hide the one a proxy added.
     let header = |name: &str| {
         let values = request.headers().get_all(name);
-        (values.iter().next().is_some()).then(|| {
+        values.iter().next().is_some().then(|| {
             values
                 .iter()
                 .map(|value| String::from_utf8_lossy(value.as_bytes()))

@@ -25,12 +25,22 @@ fn new_hit(server: &str) -> Value {
 }
 
 async fn post_hit(client: &reqwest::Client, gateway: &str, hit: &Value) -> (StatusCode, Value) {
+    post_json(client, gateway, "/v1/hits", hit).await
+}
+
+/// POSTs `body` as JSON to the gateway's `path`; answers the status and the JSON.
+async fn post_json(
+    client: &reqwest::Client,
+    gateway: &str,
+    path: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
     let response = client
-        .post(format!("{gateway}/v1/hits"))
-        .json(hit)
+        .post(format!("{gateway}{path}"))
+        .json(body)
         .send()
         .await
-        .expect("POST /v1/hits");
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
     let status = response.status();
     (status, response.json().await.expect("a JSON answer"))
 }
@@ -123,14 +133,7 @@ fn without(field: &str) -> String {
 }
 
 async fn post_batch(client: &reqwest::Client, gateway: &str, body: &Value) -> (StatusCode, Value) {
-    let response = client
-        .post(format!("{gateway}/v1/hits/batch"))
-        .json(body)
-        .send()
-        .await
-        .expect("POST /v1/hits/batch");
-    let status = response.status();
-    (status, response.json().await.expect("a JSON answer"))
+    post_json(client, gateway, "/v1/hits/batch", body).await
 }
 
 /// The web tier's shared call: every hit of a batch is its own hit, with its own
@@ -221,17 +224,10 @@ async fn a_batch_counts_each_hit_once_and_refuses_bad_batches_whole(backend: Bac
             "ts": 1_732_000_000_000_u64,
         })
     };
-    let post_pages = |body: Value| {
-        client
-            .post(format!("{gateway}/v1/page-hits/batch"))
-            .json(&body)
-            .send()
-    };
-    let response = post_pages(json!({ "hits": [page_hit(), page_hit(), page_hit()] }))
-        .await
-        .expect("POST /v1/page-hits/batch");
-    assert_eq!(response.status(), StatusCode::OK);
-    let answer: Value = response.json().await.expect("a JSON answer");
+    let pages = "/v1/page-hits/batch";
+    let batch = json!({ "hits": [page_hit(), page_hit(), page_hit()] });
+    let (status, answer) = post_json(&client, gateway, pages, &batch).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     let mut totals: Vec<u64> = answer["outcomes"]
         .as_array()
         .expect("outcomes")
@@ -246,10 +242,9 @@ async fn a_batch_counts_each_hit_once_and_refuses_bad_batches_whole(backend: Bac
     assert_eq!(totals, [1, 2, 3], "{answer}");
     let mut bad_key = page_hit();
     bad_key["key"] = json!("no spaces");
-    let response = post_pages(json!({ "hits": [page_hit(), bad_key] }))
-        .await
-        .expect("POST /v1/page-hits/batch");
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let batch = json!({ "hits": [page_hit(), bad_key] });
+    let (status, answer) = post_json(&client, gateway, pages, &batch).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     let stats: Value = client
         .get(format!("{gateway}/v1/pages/{key}"))
         .send()
