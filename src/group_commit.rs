@@ -14,6 +14,9 @@
 //!
 //! Every hit keeps its own id and gets its own answer (its own N), so a batch
 //! changes nothing the gateway counts; it only changes how many calls carry it.
+//! Each hit keeps its own trace too: the call's `traceparent` header continues
+//! the trace of the request that sends it, and the batch names every hit's
+//! `traceparent`, so the gateway puts each hit's span in that hit's trace.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -25,11 +28,12 @@ use std::time::Duration;
 use counter_api::{Hit, PageHit, PageRecorded, Recorded};
 use spin_sdk::wasip3::clocks::monotonic_clock::{self, Mark};
 
-use crate::gateway::{Gateway, GatewayError, within};
+use crate::gateway::{Gateway, GatewayError, Traced, within};
 
 /// Records `hit` through `gateway`, in one call with whatever other hits this
 /// instance is recording at the same moment.
 pub async fn record_hit(gateway: &Gateway<'_>, hit: Hit) -> Result<Recorded, GatewayError> {
+    let hit = (hit, gateway.traceparent());
     share(&HITS, hit, async |hits| gateway.record_hits(hits).await).await
 }
 
@@ -38,6 +42,7 @@ pub async fn record_page_hit(
     gateway: &Gateway<'_>,
     hit: PageHit,
 ) -> Result<PageRecorded, GatewayError> {
+    let hit = (hit, gateway.traceparent());
     share(&PAGE_HITS, hit, async |hits| {
         gateway.record_page_hits(hits).await
     })
@@ -47,8 +52,8 @@ pub async fn record_page_hit(
 thread_local! {
     // An instance is single-threaded: its concurrent requests are tasks that
     // take turns, so a RefCell is all the sharing needs.
-    static HITS: RefCell<Queue<Hit, Recorded>> = RefCell::default();
-    static PAGE_HITS: RefCell<Queue<PageHit, PageRecorded>> = RefCell::default();
+    static HITS: RefCell<Queue<Traced<Hit>, Recorded>> = RefCell::default();
+    static PAGE_HITS: RefCell<Queue<Traced<PageHit>, PageRecorded>> = RefCell::default();
 }
 
 type Outcome<A> = Result<A, GatewayError>;

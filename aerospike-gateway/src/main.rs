@@ -1,12 +1,19 @@
 use clap::Parser;
 
 use aerospike_gateway::config::{Cli, Command};
+use aerospike_gateway::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    aerospike_gateway::init_tracing();
-    match cli.command {
+    // Only the server's work is traced: a health probe or a reconcile run is not.
+    let export = cli
+        .command
+        .is_none()
+        .then(|| cli.serve.tracing.export())
+        .flatten();
+    let telemetry = telemetry::init(export.as_ref())?;
+    let outcome = match cli.command {
         Some(Command::CheckHealth { url }) => {
             let url = url
                 .unwrap_or_else(|| format!("http://127.0.0.1:{}/healthz", cli.serve.listen.port()));
@@ -14,5 +21,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Reconcile { apply }) => aerospike_gateway::reconcile(cli.serve, apply).await,
         None => aerospike_gateway::serve(cli.serve).await,
-    }
+    };
+    telemetry.shutdown().await;
+    outcome
 }
