@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use e2e::{Artifacts, Gateway, Runtime, Setup, Web, http_client, on_every_runtime_and_backend};
+use e2e::{
+    Artifacts, Backend, Gateway, Runtime, Setup, Web, http_client, on_every_backend,
+    on_every_runtime_and_backend,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -21,6 +24,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use prost::Message;
 
 on_every_runtime_and_backend!(a_hits_trace_holds_the_gateways_spans);
+on_every_backend!(hits_of_one_call_keep_their_own_traces);
 
 /// A span as the receiver got it.
 #[derive(Debug, Clone)]
@@ -230,13 +234,17 @@ fn ancestry<'a>(trace: &'a [Span], span: &'a Span, root: &str) -> Vec<&'a Span> 
     chain
 }
 
-async fn a_hits_trace_holds_the_gateways_spans(setup: Setup) {
-    let receiver = Receiver::start().await;
-    // Spans go out every 100 ms instead of every 5 s.
-    let otel = [
+/// What sends spans to `receiver`, every 100 ms instead of every 5 s.
+fn export_to(receiver: &Receiver) -> [(&'static str, &str); 2] {
+    [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-    ];
+    ]
+}
+
+async fn a_hits_trace_holds_the_gateways_spans(setup: Setup) {
+    let receiver = Receiver::start().await;
+    let otel = export_to(&receiver);
     let dir = tempfile::tempdir().expect("a temp dir");
     let _turn = setup.backend.exclusive().await;
     let gateway =
@@ -366,4 +374,121 @@ async fn a_hits_trace_holds_the_gateways_spans(setup: Setup) {
         .count();
     assert_eq!(elsewhere, 1, "{}", show(&receiver.all()));
     web.stop().await;
+}
+
+/// A web replica sends the hits that met in one instance in one call: each hit's
+/// span is in its own caller's trace (as the batch's `traceparents` name it),
+/// linked to the call's request, and every group commit that wrote them is a
+/// child of one hit's span and linked both ways with the others'.
+async fn hits_of_one_call_keep_their_own_traces(backend: Backend) {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let _turn = backend.exclusive().await;
+    let gateway = Gateway::start_with(
+        backend,
+        &dir.path().join("data"),
+        dir.path(),
+        &export_to(&receiver),
+    )
+    .await;
+    let server = format!("e2e-traced-{}", random_hex(8));
+    let hit = || {
+        serde_json::json!({
+            "id": uuid::Uuid::now_v7().to_string(),
+            "server": server,
+            "ts": 1_767_225_600_000u64,
+        })
+    };
+    let traceparent = |trace: &str, span: &str| format!("00-{trace}-{span}-01");
+    let call = random_hex(32);
+    let callers = [
+        (random_hex(32), random_hex(16)),
+        (random_hex(32), random_hex(16)),
+    ];
+    let url = format!("{}{}", gateway.url, counter_api::paths::HIT_BATCHES);
+    let client = http_client();
+    let before = gateway.summary().await;
+
+    // One traceparent too few: refused, nothing counted.
+    let refused = client
+        .post(&url)
+        .json(&serde_json::json!({
+            "hits": [hit(), hit()],
+            "traceparents": [traceparent(&callers[0].0, &callers[0].1)],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let error: counter_api::ApiError = refused.json().await.unwrap();
+    assert_eq!(error.error, "invalid_hit_batch");
+    assert!(error.message.contains("traceparents"), "{}", error.message);
+    assert_eq!(gateway.summary().await, before);
+
+    let response = client
+        .post(&url)
+        .header("traceparent", traceparent(&call, &random_hex(16)))
+        .json(&serde_json::json!({
+            "hits": [hit(), hit()],
+            "traceparents": callers.iter().map(|(t, s)| traceparent(t, s)).collect::<Vec<_>>(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let outcomes: counter_api::BatchOutcomes<counter_api::Recorded> =
+        response.json().await.unwrap();
+    assert!(
+        outcomes
+            .outcomes
+            .iter()
+            .all(|o| matches!(o, counter_api::Outcome::Recorded(r) if !r.duplicate)),
+        "{outcomes:?}"
+    );
+
+    let commits = |spans: &[Span]| -> Vec<Span> {
+        spans
+            .iter()
+            .filter(|s| s.name == "group commit" && s.attributes["counter.kind"] == "tutorial")
+            .cloned()
+            .collect()
+    };
+    receiver
+        .wait_until("group commits of both hits, and the request", |spans| {
+            let sizes: u64 = commits(spans)
+                .iter()
+                .map(|c| c.attributes["batch.size"].parse::<u64>().unwrap())
+                .sum();
+            sizes >= 2 && spans.iter().any(|s| s.trace_id == call)
+        })
+        .await;
+    let all = receiver.all();
+    let request = all
+        .iter()
+        .find(|s| s.trace_id == call && s.name == "POST /v1/hits/batch")
+        .unwrap_or_else(|| panic!("the call's request span:\n{}", show(&all)));
+    let id = |s: &Span| format!("{}-{}", s.trace_id, s.span_id);
+    let commits = commits(&all);
+    for (trace, caller) in &callers {
+        let in_trace = receiver.trace(trace);
+        eprintln!(
+            "the receiver's spans of trace {trace}:\n{}",
+            show(&in_trace)
+        );
+        let hit = in_trace
+            .iter()
+            .find(|s| s.name == "record hit")
+            .unwrap_or_else(|| panic!("the hit's span in its trace:\n{}", show(&all)));
+        assert_eq!(&hit.parent_span_id, caller);
+        assert!(hit.links.contains(&id(request)), "{hit:?}");
+        let written_by: Vec<&Span> = commits
+            .iter()
+            .filter(|c| {
+                (c.trace_id == hit.trace_id && c.parent_span_id == hit.span_id)
+                    || (hit.links.contains(&id(c)) && c.links.contains(&id(hit)))
+            })
+            .collect();
+        assert_eq!(written_by.len(), 1, "{hit:?}\n{}", show(&all));
+    }
+    eprintln!("the call's trace {call}:\n{}", show(&receiver.trace(&call)));
 }
