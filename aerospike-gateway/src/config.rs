@@ -67,6 +67,14 @@ pub struct Config {
     #[arg(long, env = "MAX_BATCH", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_batch: u64,
 
+    /// Threads serving requests and store calls. One is the default: a hit's work
+    /// hops between the connection, the group commit and the store client, and
+    /// on one thread those hops are not cross-thread wake-ups, which cost more
+    /// CPU per hit than a second thread brings (README, "Performance"). Raise it
+    /// on a gateway with cores to spare, or run more gateways.
+    #[arg(long, env = "GATEWAY_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: u16,
+
     #[command(flatten)]
     pub tracing: TracingConfig,
 }

@@ -1,10 +1,10 @@
+use anyhow::Context;
 use clap::Parser;
 
 use aerospike_gateway::config::{Cli, Command};
 use aerospike_gateway::telemetry;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Only the server's work is traced: a health probe or a reconcile run is not.
     let export = cli
@@ -13,15 +13,25 @@ async fn main() -> anyhow::Result<()> {
         .then(|| cli.serve.tracing.export())
         .flatten();
     let telemetry = telemetry::init(export.as_ref())?;
-    let outcome = match cli.command {
-        Some(Command::CheckHealth { url }) => {
-            let url = url
-                .unwrap_or_else(|| format!("http://127.0.0.1:{}/healthz", cli.serve.listen.port()));
-            aerospike_gateway::check_health(&url).await
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.serve.worker_threads.into())
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Some(Command::CheckHealth { url }) => {
+                let url = url.unwrap_or_else(|| {
+                    format!("http://127.0.0.1:{}/healthz", cli.serve.listen.port())
+                });
+                aerospike_gateway::check_health(&url).await
+            }
+            Some(Command::Reconcile { apply }) => {
+                aerospike_gateway::reconcile(cli.serve, apply).await
+            }
+            None => aerospike_gateway::serve(cli.serve).await,
         }
-        Some(Command::Reconcile { apply }) => aerospike_gateway::reconcile(cli.serve, apply).await,
-        None => aerospike_gateway::serve(cli.serve).await,
-    };
-    telemetry.shutdown().await;
+    });
+    telemetry.shutdown();
     outcome
 }

@@ -82,17 +82,11 @@ fn exporter(export: &TraceExport) -> anyhow::Result<SdkTracerProvider> {
 
 impl Telemetry {
     /// Sends the spans still buffered; waits at most a few seconds for the
-    /// collector.
-    pub async fn shutdown(self) {
-        let Some(provider) = self.provider else {
-            return;
-        };
-        // The exporter's client blocks: off the async workers.
-        let flushed = tokio::task::spawn_blocking(move || {
-            provider.shutdown_with_timeout(Duration::from_secs(5))
-        })
-        .await;
-        if let Ok(Err(error)) = flushed {
+    /// collector. Outside the async runtime: the exporter's client blocks.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown_with_timeout(Duration::from_secs(5))
+        {
             tracing::warn!(%error, "spans may have been lost at shutdown");
         }
     }

@@ -73,6 +73,8 @@ struct Inner {
     writer: std::sync::Mutex<Writer>,
     /// What the split watch has seen of the cluster.
     cluster: std::sync::Mutex<ClusterView>,
+    /// Counted batches, to the releaser (step 4 of `batches`).
+    releases: tokio::sync::mpsc::Sender<batches::Release>,
 }
 
 impl AerospikeStore {
@@ -83,6 +85,7 @@ impl AerospikeStore {
         seeds
             .to_hosts()
             .with_context(|| format!("AEROSPIKE_HOSTS={seeds:?} is not a list of host:port"))?;
+        let (releases, counted) = tokio::sync::mpsc::channel(batches::RELEASE_QUEUE);
         let store = Self {
             inner: Arc::new(Inner {
                 client: OnceCell::new(),
@@ -91,9 +94,11 @@ impl AerospikeStore {
                 timeout,
                 writer: std::sync::Mutex::new(Writer::new()),
                 cluster: std::sync::Mutex::default(),
+                releases,
             }),
         };
         tokio::spawn(store.clone().keep_connecting());
+        tokio::spawn(store.clone().release_forever(counted));
         Ok(store)
     }
 
