@@ -22,6 +22,7 @@ use spin_sdk::wasip3::clocks::monotonic_clock::{self, Mark};
 use spin_sdk::wasip3::http::types::ErrorCode;
 
 use crate::config::{Config, GatewayUrl};
+use crate::trace_context::TraceContext;
 
 /// Gateway answers are small JSON documents; anything bigger is not one.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -49,29 +50,41 @@ impl GatewayError {
     }
 }
 
+/// A hit and the `traceparent` of the request it came with.
+pub type Traced<H> = (H, Option<String>);
+
 pub struct Gateway<'a> {
     url: &'a GatewayUrl,
     timeout: Duration,
+    /// The trace of the request these calls serve, continued by the gateway.
+    trace: Option<TraceContext>,
 }
 
 impl<'a> Gateway<'a> {
-    pub fn new(config: &'a Config) -> Self {
+    pub fn new(config: &'a Config, trace: Option<TraceContext>) -> Self {
         Self {
             url: &config.gateway,
             timeout: config.gateway_timeout,
+            trace,
         }
     }
 
-    /// Records hits that arrived together in one call; answers each hit's outcome,
-    /// in order.
-    pub async fn record_hits(&self, hits: Vec<Hit>) -> Vec<Result<Recorded, GatewayError>> {
+    /// The `traceparent` of the request these calls serve, if it came with one.
+    pub fn traceparent(&self) -> Option<String> {
+        self.trace.as_ref().map(|t| t.traceparent().to_owned())
+    }
+
+    /// Records hits that arrived together in one call, each with the
+    /// `traceparent` of the request it came with; answers each hit's outcome, in
+    /// order.
+    pub async fn record_hits(&self, hits: Vec<Traced<Hit>>) -> Vec<Result<Recorded, GatewayError>> {
         self.record_batch(paths::HIT_BATCHES, hits).await
     }
 
     /// [`Gateway::record_hits`] for hits on named counters.
     pub async fn record_page_hits(
         &self,
-        hits: Vec<PageHit>,
+        hits: Vec<Traced<PageHit>>,
     ) -> Vec<Result<PageRecorded, GatewayError>> {
         self.record_batch(paths::PAGE_HIT_BATCHES, hits).await
     }
@@ -79,10 +92,17 @@ impl<'a> Gateway<'a> {
     async fn record_batch<H: Serialize, A: DeserializeOwned>(
         &self,
         path: &str,
-        hits: Vec<H>,
+        hits: Vec<Traced<H>>,
     ) -> Vec<Result<A, GatewayError>> {
         let count = hits.len();
-        let body = serde_json::to_vec(&Batch { hits }).expect("hits always serialise");
+        let (hits, mut traceparents): (Vec<H>, Vec<Option<String>>) = hits.into_iter().unzip();
+        // Even a lone hit's: Spin 4.0.2, tracing, replaces the call's
+        // `traceparent` header with one of a trace of its own (see trace_context).
+        if traceparents.iter().all(Option::is_none) {
+            traceparents.clear();
+        }
+        let body =
+            serde_json::to_vec(&Batch { hits, traceparents }).expect("hits always serialise");
         let error = match self
             .call::<BatchOutcomes<A>>(Method::POST, path, Some(body))
             .await
@@ -193,6 +213,9 @@ impl<'a> Gateway<'a> {
                 self.url.authority, self.url.base_path
             ))
             .header("accept", "application/json");
+        if let Some(trace) = &self.trace {
+            request = trace.inject(request);
+        }
         if !body.is_empty() {
             request = request
                 .header("content-type", "application/json")

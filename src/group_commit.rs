@@ -7,12 +7,16 @@
 //! is what a hit costs. So the hits that meet in one instance go out together,
 //! as one `POST /v1/hits/batch` (or `/v1/page-hits/batch`): a hit that finds no
 //! call out sends every hit waiting, and hits that arrive while it is out wait
-//! for it to come back, then go out together in the next one. Batching is driven by load, not
-//! a timer, the way the gateway's own group commit is: a lone hit goes out at
-//! once, and under load each call carries what gathered during the last.
+//! for it to come back, then go out together in the next one. Batching is
+//! driven by load, not a timer, the way the gateway's own group commit is: a
+//! lone hit goes out at once, and under load each call carries what gathered
+//! during the last.
 //!
 //! Every hit keeps its own id and gets its own answer (its own N), so a batch
 //! changes nothing the gateway counts; it only changes how many calls carry it.
+//! Each hit keeps its own trace too: the call's `traceparent` header continues
+//! the trace of the request that sends it, and the batch names every hit's
+//! `traceparent`, so the gateway puts each hit's span in that hit's trace.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -21,11 +25,13 @@ use std::task::{Poll, Waker};
 use std::thread::LocalKey;
 
 use counter_api::{Hit, PageHit, PageRecorded, Recorded};
-use crate::gateway::{Gateway, GatewayError};
+
+use crate::gateway::{Gateway, GatewayError, Traced};
 
 /// Records `hit` through `gateway`, in one call with whatever other hits this
 /// instance is recording at the same moment.
 pub async fn record_hit(gateway: &Gateway<'_>, hit: Hit) -> Result<Recorded, GatewayError> {
+    let hit = (hit, gateway.traceparent());
     share(&HITS, hit, async |hits| gateway.record_hits(hits).await).await
 }
 
@@ -34,6 +40,7 @@ pub async fn record_page_hit(
     gateway: &Gateway<'_>,
     hit: PageHit,
 ) -> Result<PageRecorded, GatewayError> {
+    let hit = (hit, gateway.traceparent());
     share(&PAGE_HITS, hit, async |hits| {
         gateway.record_page_hits(hits).await
     })
@@ -43,8 +50,8 @@ pub async fn record_page_hit(
 thread_local! {
     // An instance is single-threaded: its concurrent requests are tasks that
     // take turns, so a RefCell is all the sharing needs.
-    static HITS: RefCell<Queue<Hit, Recorded>> = RefCell::default();
-    static PAGE_HITS: RefCell<Queue<PageHit, PageRecorded>> = RefCell::default();
+    static HITS: RefCell<Queue<Traced<Hit>, Recorded>> = RefCell::default();
+    static PAGE_HITS: RefCell<Queue<Traced<PageHit>, PageRecorded>> = RefCell::default();
 }
 
 type Outcome<A> = Result<A, GatewayError>;
@@ -133,7 +140,9 @@ async fn share<H: 'static, A: 'static>(
 enum Next<H, A> {
     Send(Vec<Rc<Waiting<H, A>>>),
     /// Wait until more than `returned` calls have come back.
-    Wait { returned: u64 },
+    Wait {
+        returned: u64,
+    },
 }
 
 /// A batch on its way. However the call ends, even if the request that sent it

@@ -31,6 +31,7 @@ mod markup;
 mod page_stats_page;
 mod query;
 mod stats_page;
+mod trace_context;
 mod visitor;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,6 +45,7 @@ use spin_sdk::http::{HeaderValue, Method, Request};
 
 use crate::config::Config;
 use crate::gateway::{Gateway, GatewayError};
+use crate::trace_context::TraceContext;
 
 /// How many of the newest hits the stats views show.
 const LATEST_HITS_SHOWN: usize = 20;
@@ -103,7 +105,7 @@ async fn handle(request: Request) -> Response {
                 .join(", ")
         })
     };
-    let gateway = Gateway::new(&config);
+    let gateway = Gateway::new(&config, TraceContext::from_headers(request.headers()));
     match route {
         Route::Healthz => plain(200, "ok\n"),
         Route::Counter => count_hit(&gateway, &config)

@@ -26,6 +26,7 @@ use crate::metrics::{Kind, METRICS};
 use crate::recorder::Recorder;
 use crate::store::pages::{DayRange, PageHitToCount};
 use crate::store::{MAX_LATEST_HITS, Store, StoreError};
+use crate::telemetry::CallerTrace;
 use crate::visitors::{VisitorHasher, today};
 
 /// The most days of history one read returns: the 400 days a counter keeps
@@ -36,8 +37,9 @@ pub const MAX_TOP: usize = 100;
 
 /// A hit is about 120 bytes of JSON; anything near this is not a hit.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
-/// Room for [`MAX_BATCH_HITS`] hits, with their longest server ids.
-pub const MAX_BATCH_BODY_BYTES: usize = MAX_BATCH_HITS * 256;
+/// Room for [`MAX_BATCH_HITS`] hits, with their longest server ids, and a
+/// `traceparent` each.
+pub const MAX_BATCH_BODY_BYTES: usize = MAX_BATCH_HITS * (256 + 64);
 /// How much of an oversized body is read and discarded before answering 413.
 const DRAIN_BYTES: usize = 64 * 1024;
 
@@ -88,7 +90,7 @@ async fn record_hit<S: Store>(
     body: Body,
 ) -> Result<Response, Problem> {
     let hit: Hit = parse_json(&headers, body, "invalid_hit", HIT_SHAPE).await?;
-    let recorded = state.recorder.record(hit).await?;
+    let recorded = state.recorder.record(hit, None).await?;
     let status = if recorded.duplicate {
         StatusCode::OK
     } else {
@@ -109,7 +111,11 @@ async fn record_hit_batch<S: Store>(
         .hits_per_call
         .get_or_create(&Kind { kind: "tutorial" })
         .observe(hits.len() as f64);
-    let results = join_all(hits.into_iter().map(|hit| state.recorder.record(hit))).await;
+    let results = join_all(
+        hits.into_iter()
+            .map(|(hit, caller)| state.recorder.record(hit, caller)),
+    )
+    .await;
     Ok(Json(outcomes(results)))
 }
 
@@ -124,23 +130,25 @@ async fn record_page_hit_batch<S: Store>(
         .hits_per_call
         .get_or_create(&Kind { kind: "page" })
         .observe(hits.len() as f64);
-    let results = join_all(hits.into_iter().map(|hit| async {
+    let results = join_all(hits.into_iter().map(|(hit, caller)| async {
         let hit = state.visitors.prepare(hit, today()).await?;
-        state.page_recorder.record(hit).await
+        state.page_recorder.record(hit, caller).await
     }))
     .await;
     Ok(Json(outcomes(results)))
 }
 
-/// A batch of 1 to [`MAX_BATCH_HITS`] hits, each a valid hit of `shape`; one bad
+/// A batch of 1 to [`MAX_BATCH_HITS`] hits, each a valid hit of `shape`, with
+/// the trace each hit's span belongs in when it is not the request's; one bad
 /// hit refuses the whole batch, before anything is queued.
 async fn parse_batch<H: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     shape: &str,
-) -> Result<Vec<H>, Problem> {
-    let shape =
-        format!("a batch is {{\"hits\": [<hit>, ...]}} with 1 to {MAX_BATCH_HITS} hits; {shape}");
+) -> Result<Vec<(H, Option<CallerTrace>)>, Problem> {
+    let shape = format!(
+        "a batch is {{\"hits\": [<hit>, ...], \"traceparents\": [<traceparent or null>, ...] (optional, one per hit)}} with 1 to {MAX_BATCH_HITS} hits; {shape}"
+    );
     let batch: Batch<H> = parse_json_limited(
         headers,
         body,
@@ -159,7 +167,26 @@ async fn parse_batch<H: DeserializeOwned>(
             ),
         ));
     }
-    Ok(batch.hits)
+    if !batch.traceparents.is_empty() && batch.traceparents.len() != batch.hits.len() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_hit_batch",
+            format!(
+                "traceparents, when given, holds one entry (a traceparent or null) per hit: {} for {} hits",
+                batch.traceparents.len(),
+                batch.hits.len()
+            ),
+        ));
+    }
+    let mut traceparents = batch.traceparents.into_iter();
+    Ok(batch
+        .hits
+        .into_iter()
+        .map(|hit| {
+            let caller = traceparents.next().flatten();
+            (hit, caller.and_then(|tp| CallerTrace::of_hit(&tp)))
+        })
+        .collect())
 }
 
 fn outcomes<A>(results: Vec<Result<A, StoreError>>) -> BatchOutcomes<A> {
@@ -183,7 +210,7 @@ async fn record_page_hit<S: Store>(
 ) -> Result<Response, Problem> {
     let hit: PageHit = parse_json(&headers, body, "invalid_page_hit", PAGE_HIT_SHAPE).await?;
     let hit = state.visitors.prepare(hit, today()).await?;
-    let recorded = state.page_recorder.record(hit).await?;
+    let recorded = state.page_recorder.record(hit, None).await?;
     let status = if recorded.duplicate {
         StatusCode::OK
     } else {

@@ -74,6 +74,127 @@ pub struct Config {
     /// on a gateway with cores to spare, or run more gateways.
     #[arg(long, env = "GATEWAY_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: u16,
+
+    #[command(flatten)]
+    pub tracing: TracingConfig,
+}
+
+/// Where the gateway's spans go, from the standard OpenTelemetry variables. With
+/// no endpoint set no span is recorded at all. The exporter reads the rest of the
+/// standard variables itself (`OTEL_EXPORTER_OTLP_HEADERS`, `..._TIMEOUT`,
+/// `OTEL_BSP_*`, `OTEL_TRACES_SAMPLER`, `OTEL_RESOURCE_ATTRIBUTES`).
+#[derive(Debug, Clone, Args)]
+pub struct TracingConfig {
+    /// Base URL of an OTLP/HTTP receiver, e.g. an OpenTelemetry Collector at
+    /// http://otel-collector:4318; spans go to its /v1/traces. Unset: no tracing.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = otlp_url)]
+    pub otlp_endpoint: Option<String>,
+
+    /// The full URL spans are posted to, used as is; wins over OTEL_EXPORTER_OTLP_ENDPOINT.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_parser = otlp_url)]
+    pub otlp_traces_endpoint: Option<String>,
+
+    /// The gateway speaks only `http/protobuf` (a collector's port 4318).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_parser = otlp_protocol)]
+    pub otlp_protocol: Option<String>,
+
+    /// Wins over OTEL_EXPORTER_OTLP_PROTOCOL; again only `http/protobuf`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", value_parser = otlp_protocol)]
+    pub otlp_traces_protocol: Option<String>,
+
+    /// `otlp` (the default) or `none`, which turns tracing off whatever the endpoint.
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", value_parser = traces_exporter)]
+    pub traces_exporter: Option<String>,
+
+    /// `true` turns tracing off whatever the endpoint.
+    #[arg(long, env = "OTEL_SDK_DISABLED", value_parser = sdk_disabled)]
+    pub otel_sdk_disabled: Option<bool>,
+
+    /// The `service.name` the spans carry.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "aerospike-gateway")]
+    pub service_name: String,
+}
+
+/// Where spans go, once the settings turned tracing on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceExport {
+    /// The URL spans are posted to (`.../v1/traces`).
+    pub traces_url: String,
+    pub service_name: String,
+}
+
+impl TracingConfig {
+    /// `None` when tracing is off: no endpoint, or turned off explicitly.
+    pub fn export(&self) -> Option<TraceExport> {
+        if self.otel_sdk_disabled == Some(true) || self.traces_exporter.as_deref() == Some("none") {
+            return None;
+        }
+        // As the OTLP specification says: the signal's own URL is used as is, the
+        // base URL gets the signal's path appended.
+        // An empty variable is an unset one (as compose files pass them on).
+        let set = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
+        let traces_url = match (set(&self.otlp_traces_endpoint), set(&self.otlp_endpoint)) {
+            (Some(url), _) => url,
+            (None, Some(base)) => format!("{}/v1/traces", base.trim_end_matches('/')),
+            (None, None) => return None,
+        };
+        Some(TraceExport {
+            traces_url,
+            service_name: self.service_name.clone(),
+        })
+    }
+}
+
+/// An `http://` URL with a host. No TLS client is built in: in a deployment the
+/// collector is a service on the same private network.
+fn otlp_url(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    let host = value
+        .strip_prefix("http://")
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    match host {
+        Some(host) if !host.is_empty() && value.parse::<axum::http::Uri>().is_ok() => {
+            Ok(value.to_owned())
+        }
+        _ if value.starts_with("https://") => Err(format!(
+            "{value:?}: the gateway exports spans over plain http:// only; \
+             send them to a collector on the same network (e.g. http://otel-collector:4318)"
+        )),
+        _ => Err(format!(
+            "{value:?} is not an http:// URL with a host, e.g. http://otel-collector:4318"
+        )),
+    }
+}
+
+fn otlp_protocol(value: &str) -> Result<String, String> {
+    if value.is_empty() || value == "http/protobuf" {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "the gateway exports OTLP as http/protobuf only, not {value:?}; \
+             point it at the collector's OTLP/HTTP port (4318)"
+        ))
+    }
+}
+
+fn traces_exporter(value: &str) -> Result<String, String> {
+    match value {
+        "" | "otlp" | "none" => Ok(value.to_owned()),
+        _ => Err(format!(
+            "{value:?}: the gateway exports spans over OTLP (`otlp`) or not at all (`none`)"
+        )),
+    }
+}
+
+fn sdk_disabled(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "" | "false" => Ok(false),
+        "true" => Ok(true),
+        _ => Err(format!("{value:?} is not true or false")),
+    }
 }
 
 /// Which store the settings select.
@@ -177,6 +298,65 @@ mod tests {
                 namespace: "test".into()
             }
         );
+    }
+
+    #[test]
+    fn tracing_is_off_unless_an_endpoint_is_set() {
+        assert_eq!(parse(&[]).tracing.export(), None);
+        let on = parse(&["--otlp-endpoint", "http://collector:4318/"]);
+        assert_eq!(
+            on.tracing.export(),
+            Some(TraceExport {
+                traces_url: "http://collector:4318/v1/traces".into(),
+                service_name: "aerospike-gateway".into()
+            })
+        );
+        let own = parse(&[
+            "--otlp-endpoint",
+            "http://ignored:4318",
+            "--otlp-traces-endpoint",
+            "http://collector:4318/custom",
+        ]);
+        assert_eq!(
+            own.tracing.export().unwrap().traces_url,
+            "http://collector:4318/custom"
+        );
+        let empty = parse(&[
+            "--otlp-endpoint",
+            "",
+            "--otlp-protocol",
+            "",
+            "--otel-sdk-disabled",
+            "",
+        ]);
+        assert_eq!(
+            empty.tracing.export(),
+            None,
+            "an empty variable is an unset one"
+        );
+        for off in [
+            ["--traces-exporter", "none"],
+            ["--otel-sdk-disabled", "true"],
+        ] {
+            let args = [&["--otlp-endpoint", "http://collector:4318"][..], &off].concat();
+            assert_eq!(parse(&args).tracing.export(), None, "{off:?}");
+        }
+    }
+
+    #[test]
+    fn tracing_settings_are_checked() {
+        for bad in [
+            ["--otlp-endpoint", "https://collector:4318"],
+            ["--otlp-endpoint", "collector:4318"],
+            ["--otlp-endpoint", "http://"],
+            ["--otlp-traces-endpoint", "ftp://collector"],
+            ["--otlp-protocol", "grpc"],
+            ["--otlp-traces-protocol", "http/json"],
+            ["--traces-exporter", "jaeger"],
+        ] {
+            let error = try_parse(&bad).expect_err(bad[1]).to_string();
+            assert!(error.contains(bad[1]), "{error}");
+        }
     }
 
     #[test]

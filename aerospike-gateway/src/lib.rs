@@ -7,7 +7,8 @@
 //!
 //! The data flow reads top to bottom: [`api`] parses a request into a
 //! [`counter_api::Hit`], the [`recorder::Recorder`] batches it, and a
-//! [`store::Store`] writes the batch.
+//! [`store::Store`] writes the batch. With an OTLP endpoint configured, each
+//! step is a span in the caller's trace ([`telemetry`]).
 
 pub mod api;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod recorder;
 pub mod store;
+pub mod telemetry;
 pub mod visitors;
 
 use std::sync::Arc;
@@ -28,16 +30,6 @@ use crate::api::AppState;
 use crate::config::{Config, StoreChoice};
 use crate::recorder::Recorder;
 use crate::store::{AerospikeStore, EmbeddedStore, Store};
-
-/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
 
 /// Opens the configured store and serves the API until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -142,7 +134,8 @@ async fn run<S: Store>(listener: TcpListener, store: S, config: &Config) -> anyh
         recorder,
         page_recorder,
         visitors,
-    });
+    })
+    .layer(axum::middleware::from_fn(telemetry::continue_trace));
     tracing::info!("gateway listening on http://{}", listener.local_addr()?);
     let listener = listener::QuickAckListener::new(listener);
     axum::serve(listener, app)

@@ -2,16 +2,23 @@ use anyhow::Context;
 use clap::Parser;
 
 use aerospike_gateway::config::{Cli, Command};
+use aerospike_gateway::telemetry;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    aerospike_gateway::init_tracing();
+    // Only the server's work is traced: a health probe or a reconcile run is not.
+    let export = cli
+        .command
+        .is_none()
+        .then(|| cli.serve.tracing.export())
+        .flatten();
+    let telemetry = telemetry::init(export.as_ref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.serve.worker_threads.into())
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         match cli.command {
             Some(Command::CheckHealth { url }) => {
                 let url = url.unwrap_or_else(|| {
@@ -24,5 +31,7 @@ fn main() -> anyhow::Result<()> {
             }
             None => aerospike_gateway::serve(cli.serve).await,
         }
-    })
+    });
+    telemetry.shutdown();
+    outcome
 }

@@ -180,10 +180,18 @@ impl Metrics {
         text
     }
 
-    /// Runs a store operation and records how long it took.
+    /// Runs a store operation, in its own span when tracing is on, and records how
+    /// long it took.
     pub async fn timed<T>(&self, operation: &'static str, work: impl Future<Output = T>) -> T {
+        let span = tracing::info_span!(
+            target: crate::telemetry::SPANS,
+            "store operation",
+            otel.name = format!("store {operation}"),
+            otel.kind = "client",
+            db.operation.name = operation,
+        );
         let started = Instant::now();
-        let result = work.await;
+        let result = tracing::Instrument::instrument(work, span).await;
         self.store_seconds
             .get_or_create(&Operation { operation })
             .observe(started.elapsed().as_secs_f64());

@@ -22,6 +22,12 @@ pub struct Recorded {
 #[serde(deny_unknown_fields)]
 pub struct Batch<H> {
     pub hits: Vec<H>,
+    /// Each hit's W3C `traceparent`, in the order of `hits`, or none at all: the
+    /// call's own `traceparent` header can carry only one hit's trace, and each
+    /// hit's trace should hold the gateway's spans for it. An entry that is
+    /// `null` or not a valid `traceparent` leaves that hit in the call's trace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traceparents: Vec<Option<String>>,
 }
 
 /// The answer to a [`Batch`]: one outcome per hit, in the batch's order.

@@ -236,6 +236,29 @@ impl Web {
         log_dir: &Path,
         env: &[(&str, &str)],
     ) -> Web {
+        Self::serve_with(
+            runtime,
+            component,
+            gateway_url,
+            server_id,
+            log_dir,
+            env,
+            &[],
+        )
+        .await
+    }
+
+    /// [`Web::serve_on`], with `runtime_env` in the runtime's own environment
+    /// (`env` goes to the component), e.g. Spin's `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub async fn serve_with(
+        runtime: Runtime,
+        component: &Path,
+        gateway_url: &str,
+        server_id: &str,
+        log_dir: &Path,
+        env: &[(&str, &str)],
+        runtime_env: &[(&str, &str)],
+    ) -> Web {
         let port = crate::free_port();
         let mut env: Vec<(&str, &str)> = env.to_vec();
         env.extend([("GATEWAY_URL", gateway_url), ("SERVER_ID", server_id)]);
@@ -263,6 +286,7 @@ impl Web {
                 command
             }
         };
+        command.envs(runtime_env.iter().copied());
         for (key, value) in env {
             command.arg(format!("--env={key}={value}"));
         }

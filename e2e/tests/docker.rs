@@ -160,6 +160,65 @@ fn compose_and_stack_files_are_valid() {
     );
 }
 
+/// The collector is there only when asked for: the `tracing` profile in the dev
+/// file, one replica in the stack; and Spin and the gateway are pointed at it
+/// only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+#[test]
+#[cfg_attr(
+    not(docker),
+    ignore = "no Docker engine answered `docker info` when the tests were built"
+)]
+fn tracing_collector_is_optional() {
+    let deploy = repo_root().join("deploy");
+    let endpoint = "http://otel-collector:4318";
+    let compose = |profile: bool, endpoint: &str| {
+        let mut command = compose_command();
+        command
+            .current_dir(&deploy)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .args(["-f", "compose.yaml"]);
+        if profile {
+            command.args(["--profile", "tracing"]);
+        }
+        run_with(command.arg("config")).unwrap_or_else(|e| panic!("compose.yaml: {e}"))
+    };
+    // Compose v2 leaves a service of a profile not asked for out; v1 shows it.
+    let plain = compose(false, "");
+    assert!(
+        !plain.contains("otel-collector:")
+            || services_with(&plain, "profiles:") == ["otel-collector"],
+        "{plain}"
+    );
+    assert!(!plain.contains(endpoint), "{plain}");
+    let traced = compose(true, endpoint);
+    assert!(traced.contains("otel/opentelemetry-collector:"), "{traced}");
+    assert_eq!(
+        services_with(&traced, "profiles:"),
+        ["otel-collector"],
+        "{traced}"
+    );
+    assert_eq!(
+        traced
+            .matches(&format!("OTEL_EXPORTER_OTLP_ENDPOINT: {endpoint}"))
+            .count(),
+        2,
+        "web (Spin) and gateway export to the collector\n{traced}"
+    );
+    let stack = |replicas: &str| {
+        let mut command = std::process::Command::new("docker");
+        command
+            .env("OTEL_COLLECTOR_REPLICAS", replicas)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .args(["stack", "config", "-c"])
+            .arg(deploy.join("stack.yaml"));
+        run_with(&mut command).unwrap_or_else(|e| panic!("stack.yaml: {e}"))
+    };
+    let on = stack("1");
+    assert!(on.contains("otel/opentelemetry-collector:"), "{on}");
+    assert_eq!(services_with(&on, "published:"), ["lb"], "{on}");
+    assert!(stack("").contains("replicas: 0"), "off by default");
+}
+
 /// The services of a rendered Compose file whose definition has a line with `key`.
 fn services_with(config: &str, key: &str) -> Vec<String> {
     let mut found = Vec::new();
