@@ -64,6 +64,14 @@ pub fn init(export: Option<&TraceExport>) -> anyhow::Result<Telemetry> {
 }
 
 fn exporter(export: &TraceExport) -> anyhow::Result<SdkTracerProvider> {
+    // The exporter's HTTP client is reqwest. Built beside the end-to-end tests
+    // (`cargo test --workspace`), reqwest gets their rustls without a crypto
+    // provider, and building any client then panics, even for plain http://. A
+    // process-wide provider keeps the exporter working however the binary was
+    // built; if one is installed already, that one stays. (rustls deprecates
+    // ring for lacking post-quantum key exchange; exports here are plain HTTP.)
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)

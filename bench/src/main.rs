@@ -17,6 +17,7 @@
 mod badges;
 mod cpu;
 mod load;
+mod otlp_sink;
 mod report;
 
 use std::path::PathBuf;
@@ -172,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let acknowledged = run_all(&mut table, &targets, &args.concurrency, duration, 0).await;
     check_totals(&gateway, 0, acknowledged.hits, &table).await?;
+    traced_full_path(&mut table, &args, duration, dir.path()).await?;
     check_badges(
         &gateway,
         &keys,
@@ -298,6 +300,40 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.json.display()))?;
     eprintln!("figures written to {}", args.json.display());
     Ok(())
+}
+
+/// The full path on the embedded store with the gateway exporting every span
+/// over OTLP to a stand-in collector: next to "full path, embedded", what
+/// tracing costs when it is on (off, the gateway installs no span layer).
+async fn traced_full_path(
+    table: &mut Table,
+    args: &Args,
+    duration: Duration,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    const ROW: &str = "full path, embedded, traces exported";
+    let collector = otlp_sink::start().await?;
+    let gateway = Gateway::start_with(
+        Backend::Embedded,
+        &dir.join("embedded-traced"),
+        dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+            // Every span of a busy gateway, none dropped for a full queue.
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "65536"),
+        ],
+    )
+    .await;
+    let web = Web::start(&gateway.url, "bench-web-traced", dir, &[]).await;
+    let tiers = Tiers {
+        web: Some(web.pid()),
+        gateway: Some(gateway.pid()),
+        store: Vec::new(),
+    };
+    table.compare(ROW, "full path, embedded", None);
+    let targets = [(target(ROW, &web.url, Ask::CounterPage), tiers)];
+    let acknowledged = run_all(table, &targets, &args.concurrency, duration, 0).await;
+    check_totals(&gateway, 0, acknowledged.hits, table).await
 }
 
 /// The row of Spin's static-page ceiling.
