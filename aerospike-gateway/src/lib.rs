@@ -46,12 +46,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     match config.store() {
         StoreChoice::Embedded { data_dir } => {
-            let store = EmbeddedStore::open(&data_dir)?;
+            let store = EmbeddedStore::open(&data_dir)?.retaining(config.page_hit_retention);
             tracing::info!(data_dir = %data_dir.display(), "using the embedded store");
             run(listener, store, &config).await
         }
         StoreChoice::Aerospike { seeds, namespace } => {
-            let store = AerospikeStore::connect(&seeds, &namespace, config.store_timeout())?;
+            let store = AerospikeStore::connect(&seeds, &namespace, config.store_timeout())?
+                .retaining(config.page_hit_retention);
             tracing::info!(?seeds, %namespace, "using Aerospike");
             run(listener, store, &config).await
         }

@@ -29,8 +29,8 @@ use aerospike::operations;
 use aerospike::query::{Filter, PartitionFilter, Statement};
 use aerospike::{
     BatchOperation, BatchPolicy, BatchWritePolicy, Bin, Bins, Client, ClientPolicy,
-    CollectionIndexType, ErrorKind, IndexType, Key, QueryPolicy, ReadPolicy, RecordExistsAction,
-    ResultCode, ToHosts, Value, WritePolicy,
+    CollectionIndexType, ErrorKind, Expiration, IndexType, Key, QueryPolicy, ReadPolicy,
+    RecordExistsAction, ResultCode, ToHosts, Value, WritePolicy,
 };
 use anyhow::Context;
 use counter_api::{
@@ -45,7 +45,9 @@ use counter_api::{Day, PageKey, PageRecorded, PageStats, PagesOverview};
 use self::batches::Writer;
 use self::split::ClusterView;
 use super::pages::{DayRange, PageHitToCount, VisitorSalt};
-use super::{Store, StoreError, first_occurrences, number_batch, summary_from_counts};
+use super::{
+    Retention, Store, StoreError, WriteFaults, first_occurrences, number_batch, summary_from_counts,
+};
 use crate::metrics::METRICS;
 
 mod batches;
@@ -73,6 +75,13 @@ struct Inner {
     writer: std::sync::Mutex<Writer>,
     /// What the split watch has seen of the cluster.
     cluster: std::sync::Mutex<ClusterView>,
+    /// The last entry of each top list as this gateway last read it
+    /// (`pages.rs`).
+    top_cuts: std::sync::Mutex<HashMap<String, (u64, PageKey)>>,
+    faults: WriteFaults,
+    /// The TTL of page hit records, in seconds; 0: the namespace's default
+    /// (forever, as shipped).
+    page_hit_ttl: std::sync::atomic::AtomicU32,
 }
 
 impl AerospikeStore {
@@ -91,10 +100,37 @@ impl AerospikeStore {
                 timeout,
                 writer: std::sync::Mutex::new(Writer::new()),
                 cluster: std::sync::Mutex::default(),
+                top_cuts: std::sync::Mutex::default(),
+                faults: WriteFaults::default(),
+                page_hit_ttl: std::sync::atomic::AtomicU32::new(0),
             }),
         };
         tokio::spawn(store.clone().keep_connecting());
         Ok(store)
+    }
+
+    /// Page hit records expire `retention` after they are written: a record TTL,
+    /// which the namespace refuses unless `nsup-period` is set.
+    pub fn retaining(self, retention: Retention) -> Self {
+        let secs = retention
+            .0
+            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1));
+        self.inner
+            .page_hit_ttl
+            .store(secs, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
+    /// The expiration of a new page hit record.
+    fn page_hit_expiration(&self) -> Expiration {
+        match self
+            .inner
+            .page_hit_ttl
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => Expiration::NamespaceDefault,
+            secs => Expiration::Seconds(secs),
+        }
     }
 
     async fn keep_connecting(self) {
@@ -116,6 +152,9 @@ impl AerospikeStore {
                         "connected to the Aerospike cluster"
                     );
                     self.prepare_indexes(&client).await;
+                    if let Err(error) = self.build_all_time_top(&client).await {
+                        tracing::warn!(%error, "could not build the all-time top list; the next start tries again");
+                    }
                     let _ = self.inner.client.set(client);
                     tokio::spawn(self.clone().sweep_forever());
                     tokio::spawn(self.watch_forever());
@@ -194,10 +233,12 @@ impl AerospikeStore {
         client: &Client,
         set: &str,
         records: impl IntoIterator<Item = Option<(String, Vec<Bin>)>>,
+        expiration: Expiration,
         deadline: Instant,
     ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
         let row_policy = BatchWritePolicy {
             record_exists_action: RecordExistsAction::CreateOnly,
+            expiration,
             send_key: true,
             ..BatchWritePolicy::default()
         };
@@ -230,6 +271,16 @@ impl AerospikeStore {
                 Some(row) => match rows[row].result_code() {
                     Some(ResultCode::Ok) => Ok(true),
                     Some(ResultCode::KeyExistsError) => Ok(false),
+                    Some(ResultCode::FailForbidden)
+                        if expiration != Expiration::NamespaceDefault =>
+                    {
+                        Err(StoreError::Failed(format!(
+                            "Aerospike refuses records that expire in namespace {}: set \
+                             nsup-period in it (see deploy/aerospike/aerospike.conf), or \
+                             keep {set} records forever (retention 0)",
+                            self.inner.namespace
+                        )))
+                    }
                     _ => Err(match rows[row].error() {
                         Some(error) => unavailable_or_failed(error),
                         None => StoreError::Unavailable("the record was not written".into()),
@@ -555,7 +606,9 @@ impl Store for AerospikeStore {
     }
 
     async fn findings(&self) -> Vec<String> {
-        self.store_findings().await
+        let mut findings = self.store_findings().await;
+        findings.extend(self.inner.faults.findings());
+        findings
     }
 
     fn suspect_drift(&self) {
@@ -594,6 +647,7 @@ impl Store for AerospikeStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
         let client = self.client()?;
         self.refuse_if_split()?;
+        self.inner.faults.check()?;
         if client.is_connected() && !client.nodes().is_empty() {
             Ok(())
         } else {
