@@ -945,3 +945,95 @@ async fn page_hit_records_expire_after_the_idempotency_window(backend: Backend) 
         "totals and days stay"
     );
 }
+
+/// A write no retry can mend (a counter's record grown past Aerospike's 1 MiB)
+/// is answered to the hit, and also reaches `/readyz`, the audit's findings and
+/// `/metrics`: not only a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(aerospike),
+    ignore = "AEROSPIKE_HOSTS is not set, so there is no Aerospike cluster to run against"
+)]
+async fn a_write_that_fails_for_good_reaches_readyz_the_audit_and_metrics() {
+    use ::aerospike::{Bin, Client, ClientPolicy, Key, Value, WritePolicy};
+
+    let counter = Counter::start(Backend::Aerospike, 0).await;
+    let gateway = &counter.gateway.url;
+    let key = format!("{}/full", run_prefix());
+    // The counter's record, filled to within a few bytes of the largest record
+    // the namespace takes: the next hit's `total` and `days` do not fit.
+    let hosts = Backend::aerospike_hosts().expect("AEROSPIKE_HOSTS");
+    let client = Client::new(&ClientPolicy::default(), &hosts)
+        .await
+        .expect("connecting to Aerospike");
+    let record = Key::new("test", "pages", Value::from(key.clone())).unwrap();
+    let policy = WritePolicy {
+        send_key: true,
+        ..WritePolicy::default()
+    };
+    let (mut fits, mut too_big) = (0_usize, 1 << 20);
+    while too_big - fits > 1 {
+        let size = (fits + too_big) / 2;
+        let filler = Bin::new("filler", Value::Blob(vec![7; size]));
+        match client.put(&policy, &record, &[filler]).await {
+            Ok(()) => fits = size,
+            Err(_) => too_big = size,
+        }
+    }
+    let filler = Bin::new("filler", Value::Blob(vec![7; fits]));
+    client.put(&policy, &record, &[filler]).await.unwrap();
+
+    let hit = page_hit(&uuid::Uuid::new_v4().to_string(), &key, now_ms());
+    let response = http_client()
+        .post(format!("{gateway}/v1/page-hits"))
+        .json(&hit)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    client
+        .delete(&WritePolicy::default(), &record)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+
+    let ready = http_client()
+        .get(format!("{gateway}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = (ready.status(), ready.text().await.unwrap());
+    assert!(!status.is_success(), "/readyz answered {status}");
+    assert!(
+        body.contains("set pages") && body.contains("too big"),
+        "/readyz names the failure: {body}"
+    );
+    let audit = counter.gateway.audit().await;
+    assert!(
+        audit
+            .findings
+            .iter()
+            .any(|f| f.contains("set pages") && f.contains("too big")),
+        "the audit lists it: {:?}",
+        audit.findings
+    );
+    let metrics = http_client()
+        .get(format!("{gateway}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"gateway_store_write_faults_total{set="pages",failed="true"} 1"#),
+        "/metrics counts it:\n{metrics}"
+    );
+    // The hit was answered with the error and taken back: once the record is
+    // mended (here: deleted), its retry counts.
+    let retry = post_page_hits(gateway, vec![hit]).await;
+    assert_eq!((retry[0].total, retry[0].duplicate), (1, false));
+}

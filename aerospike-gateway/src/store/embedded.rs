@@ -979,6 +979,52 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_store_from_before_the_top_lists_gets_them_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let day: Day = "2026-11-25".parse().unwrap();
+        let d = day.days_since_epoch();
+        {
+            // The tables as the gateway kept them before: every counter of a day.
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut pages = txn.open_table(PAGES).unwrap();
+                let mut day_pages = txn.open_table(DAY_PAGES).unwrap();
+                for i in 0..250_u64 {
+                    let key = format!("k{i:03}");
+                    pages.insert(key.as_str(), i % 7 + 10).unwrap();
+                    day_pages.insert((d, key.as_str()), i % 7).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let overview = store
+            .pages_overview(100, DayRange::ending(day, 1))
+            .await
+            .unwrap();
+        let view = |list: &[PageTotal]| -> Vec<(String, u64)> {
+            list.iter().map(|p| (p.key.to_string(), p.hits)).collect()
+        };
+        let expected = |base: u64| -> Vec<(String, u64)> {
+            let all = (0..250_u64).map(|i| (format!("k{i:03}").parse().unwrap(), i % 7 + base));
+            super::super::pages::top(all, 100)
+                .into_iter()
+                .map(|(k, n)| (k.to_string(), n))
+                .collect()
+        };
+        assert_eq!(view(&overview.top_all_time), expected(10));
+        assert_eq!(view(&overview.top_today), expected(0));
+        let txn = store.db.begin_read().unwrap();
+        assert!(
+            !txn.list_tables()
+                .unwrap()
+                .any(|t| t.name() == DAY_PAGES.name()),
+            "the old table is gone"
+        );
+    }
+
     #[test]
     fn a_second_gateway_on_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
