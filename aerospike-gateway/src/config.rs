@@ -77,6 +77,13 @@ pub struct Config {
     /// keeps them forever.
     #[arg(long, env = "PAGE_HIT_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub page_hit_retention: Retention,
+
+    /// The same for the tutorial's hit records (set `hits`), which the tutorial
+    /// keeps forever, as does the default (`0`). Once they expire, the audit
+    /// can only check that each counter holds at least its hit records, and
+    /// the gateway no longer repairs counters from them.
+    #[arg(long, env = "HIT_RETENTION", default_value = "0", value_parser = parse_retention)]
+    pub hit_retention: Retention,
 }
 
 /// `<n>d`, `<n>h`, `<n>m`, `<n>s`, or `0` for forever.
@@ -171,6 +178,11 @@ mod tests {
             parse(&[]).page_hit_retention,
             Retention(Some(Duration::from_secs(7 * 86_400))),
             "a week by default"
+        );
+        assert_eq!(
+            parse(&[]).hit_retention,
+            Retention::FOREVER,
+            "as the tutorial"
         );
     }
 

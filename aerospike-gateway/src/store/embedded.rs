@@ -87,6 +87,7 @@ pub const FILE_NAME: &str = "counter.redb";
 pub struct EmbeddedStore {
     db: Arc<Database>,
     faults: Arc<WriteFaults>,
+    hit_retention: Retention,
 }
 
 /// Page hit records expired per sweep transaction: a sweep that falls behind
@@ -123,6 +124,7 @@ impl EmbeddedStore {
         Ok(Self {
             db: Arc::new(db),
             faults: Arc::default(),
+            hit_retention: Retention::FOREVER,
         })
     }
 
@@ -271,13 +273,18 @@ impl EmbeddedStore {
         Ok(recorded)
     }
 
-    /// Deletes up to [`SWEEP_CHUNK`] page hit records written before `cutoff`
-    /// (epoch ms), oldest first; answers how many.
-    fn expire_page_hits_now(&self, cutoff: u64) -> Result<usize, StoreError> {
+    /// Deletes up to [`SWEEP_CHUNK`] records of `records` stamped before
+    /// `cutoff` (epoch ms) in `by_time`, oldest first; answers how many.
+    fn expire_now<V: redb::Value + 'static>(
+        &self,
+        records: TableDefinition<u128, (&'static str, u64)>,
+        by_time: TableDefinition<(u64, u128), V>,
+        cutoff: u64,
+    ) -> Result<usize, StoreError> {
         let txn = self.db.begin_write().map_err(failed)?;
         let expired = {
-            let mut page_hits = txn.open_table(PAGE_HITS).map_err(failed)?;
-            let mut by_time = txn.open_table(PAGE_HITS_BY_TIME).map_err(failed)?;
+            let mut records = txn.open_table(records).map_err(failed)?;
+            let mut by_time = txn.open_table(by_time).map_err(failed)?;
             let mut old = Vec::new();
             for entry in by_time
                 .range(..(cutoff, 0_u128))
@@ -287,7 +294,7 @@ impl EmbeddedStore {
                 old.push(entry.map_err(failed)?.0.value());
             }
             for (at, id) in &old {
-                page_hits.remove(*id).map_err(failed)?;
+                records.remove(*id).map_err(failed)?;
                 by_time.remove((*at, *id)).map_err(failed)?;
             }
             old.len()
@@ -296,12 +303,30 @@ impl EmbeddedStore {
         Ok(expired)
     }
 
-    /// Keeps page hit records for `retention`, then deletes them: a background
-    /// sweep, every tenth of the window (1 s to 10 min).
-    pub fn retaining(self, retention: Retention) -> Self {
-        let Some(window) = retention.0 else {
-            return self;
-        };
+    /// Keeps page hit records for `page_hits`, and the tutorial's hit records
+    /// for `hits`, then deletes them: a background sweep per set, every tenth
+    /// of its window (1 s to 10 min).
+    pub fn retaining(mut self, page_hits: Retention, hits: Retention) -> Self {
+        self.hit_retention = hits;
+        if let Some(window) = page_hits.0 {
+            self.sweep(window, "page_hits", |store, cutoff| {
+                store.expire_now(PAGE_HITS, PAGE_HITS_BY_TIME, cutoff)
+            });
+        }
+        if let Some(window) = hits.0 {
+            self.sweep(window, "hits", |store, cutoff| {
+                store.expire_now(HITS, HITS_BY_TIME, cutoff)
+            });
+        }
+        self
+    }
+
+    fn sweep(
+        &self,
+        window: Duration,
+        set: &'static str,
+        expire: fn(&Self, u64) -> Result<usize, StoreError>,
+    ) {
         let every = (window / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
         let store = self.clone();
         tokio::spawn(async move {
@@ -309,29 +334,26 @@ impl EmbeddedStore {
                 tokio::time::sleep(every).await;
                 let cutoff = now_millis().saturating_sub(window.as_millis() as u64);
                 loop {
-                    match store
-                        .blocking(move |store| store.expire_page_hits_now(cutoff))
-                        .await
-                    {
+                    match store.blocking(move |store| expire(&store, cutoff)).await {
                         Ok(n) if n == SWEEP_CHUNK => continue,
                         Ok(n) => {
                             if n > 0 {
                                 tracing::debug!(
+                                    set,
                                     expired = n,
-                                    "page hit records past their window deleted"
+                                    "records past their window deleted"
                                 );
                             }
                         }
                         Err(error) => {
-                            tracing::warn!(%error, "expiring page hit records failed; the next sweep tries again");
-                            store.faults.record("page_hits", &error);
+                            tracing::warn!(set, %error, "expiring records failed; the next sweep tries again");
+                            store.faults.record(set, &error);
                         }
                     }
                     break;
                 }
             }
         });
-        self
     }
 
     fn page_stats_now(&self, key: &PageKey, range: DayRange) -> Result<PageStats, StoreError> {
@@ -599,6 +621,10 @@ impl Store for EmbeddedStore {
 
     async fn findings(&self) -> Vec<String> {
         self.faults.findings()
+    }
+
+    fn hit_retention(&self) -> Retention {
+        self.hit_retention
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {

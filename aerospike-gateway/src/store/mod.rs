@@ -201,6 +201,13 @@ pub trait Store: Send + Sync + 'static {
     /// them on its own should.
     fn suspect_drift(&self) {}
 
+    /// How long the tutorial's hit records are kept: forever unless the
+    /// operator opted in to expiring them, after which they no longer add up
+    /// to the counters.
+    fn hit_retention(&self) -> Retention {
+        Retention::FOREVER
+    }
+
     /// Ok while the store can serve reads and writes.
     fn check_ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -82,6 +82,8 @@ struct Inner {
     /// The TTL of page hit records, in seconds; 0: the namespace's default
     /// (forever, as shipped).
     page_hit_ttl: std::sync::atomic::AtomicU32,
+    /// The same for the tutorial's hit records (0 unless the operator opted in).
+    hit_ttl: std::sync::atomic::AtomicU32,
 }
 
 impl AerospikeStore {
@@ -103,34 +105,36 @@ impl AerospikeStore {
                 top_cuts: std::sync::Mutex::default(),
                 faults: WriteFaults::default(),
                 page_hit_ttl: std::sync::atomic::AtomicU32::new(0),
+                hit_ttl: std::sync::atomic::AtomicU32::new(0),
             }),
         };
         tokio::spawn(store.clone().keep_connecting());
         Ok(store)
     }
 
-    /// Page hit records expire `retention` after they are written: a record TTL,
-    /// which the namespace refuses unless `nsup-period` is set.
-    pub fn retaining(self, retention: Retention) -> Self {
-        let secs = retention
-            .0
-            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1));
-        self.inner
-            .page_hit_ttl
-            .store(secs, std::sync::atomic::Ordering::Relaxed);
+    /// Page hit records expire `page_hits` after they are written, the
+    /// tutorial's hit records `hits` after: record TTLs, which the namespace
+    /// refuses unless `nsup-period` is set.
+    pub fn retaining(self, page_hits: Retention, hits: Retention) -> Self {
+        let secs = |retention: Retention| {
+            retention
+                .0
+                .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1))
+        };
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.inner.page_hit_ttl.store(secs(page_hits), relaxed);
+        self.inner.hit_ttl.store(secs(hits), relaxed);
         self
     }
 
     /// The expiration of a new page hit record.
     fn page_hit_expiration(&self) -> Expiration {
-        match self
-            .inner
-            .page_hit_ttl
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            0 => Expiration::NamespaceDefault,
-            secs => Expiration::Seconds(secs),
-        }
+        expiration(&self.inner.page_hit_ttl)
+    }
+
+    /// The expiration of a new hit record of the tutorial's.
+    fn hit_expiration(&self) -> Expiration {
+        expiration(&self.inner.hit_ttl)
     }
 
     async fn keep_connecting(self) {
@@ -615,6 +619,17 @@ impl Store for AerospikeStore {
         self.repair_needed();
     }
 
+    fn hit_retention(&self) -> Retention {
+        match self
+            .inner
+            .hit_ttl
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => Retention::FOREVER,
+            secs => Retention(Some(Duration::from_secs(secs.into()))),
+        }
+    }
+
     async fn record_page_hits(
         &self,
         hits: Vec<PageHitToCount>,
@@ -656,6 +671,14 @@ impl Store for AerospikeStore {
                 self.inner.seeds
             )))
         }
+    }
+}
+
+/// A TTL in seconds as an expiration; 0: the namespace's default.
+fn expiration(ttl: &std::sync::atomic::AtomicU32) -> Expiration {
+    match ttl.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => Expiration::NamespaceDefault,
+        secs => Expiration::Seconds(secs),
     }
 }
 
