@@ -183,6 +183,14 @@ fn request(target: &Target) -> anyhow::Result<(Request<Full<Bytes>>, Option<u32>
             .header("host", &target.authority)
             .body(Full::new(Bytes::new()))
     };
+    let post = |path: &str, json: serde_json::Value| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", &target.authority)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(json.to_string())))
+    };
     Ok(match &target.ask {
         Ask::CounterPage | Ask::AnyPage => (get("/")?, None),
         Ask::GatewayHit { server } => {
@@ -191,13 +199,7 @@ fn request(target: &Target) -> anyhow::Result<(Request<Full<Bytes>>, Option<u32>
                 "server": server,
                 "ts": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
             });
-            let request = Request::builder()
-                .method(Method::POST)
-                .uri(counter_api::paths::HITS)
-                .header("host", &target.authority)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(hit.to_string())))?;
-            (request, None)
+            (post(counter_api::paths::HITS, hit)?, None)
         }
         Ask::Badge(keys) => {
             let rank = keys.pick();
@@ -214,14 +216,8 @@ fn request(target: &Target) -> anyhow::Result<(Request<Full<Bytes>>, Option<u32>
                     })
                 })
                 .collect();
-            let body = serde_json::json!({ "hits": hits });
-            let request = Request::builder()
-                .method(Method::POST)
-                .uri(counter_api::paths::PAGE_HIT_BATCHES)
-                .header("host", &target.authority)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body.to_string())))?;
-            (request, None)
+            let batch = serde_json::json!({ "hits": hits });
+            (post(counter_api::paths::PAGE_HIT_BATCHES, batch)?, None)
         }
     })
 }
