@@ -72,6 +72,8 @@ use counter_api::{
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use crate::metrics::METRICS;
+
 use super::super::pages::{
     DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, TOP_KEPT, TopList, VisitorSalt,
     first_page_occurrences, number_page_batch, ranks_before,
@@ -165,13 +167,18 @@ impl AerospikeStore {
                 (hit.id.to_string(), bins)
             })
         });
-        let created = self
-            .create_records(
-                client,
-                PAGE_HITS_SET,
-                records,
-                self.page_hit_expiration(),
-                deadline,
+        // Each step is timed on its own (`store_operation_seconds`), so
+        // `/metrics` shows where a batch's time goes.
+        let created = METRICS
+            .timed(
+                "page_batch_hit_records",
+                self.create_records(
+                    client,
+                    PAGE_HITS_SET,
+                    records,
+                    self.page_hit_expiration(),
+                    deadline,
+                ),
             )
             .await?;
         let counted: Vec<bool> = created.iter().map(|c| matches!(c, Ok(true))).collect();
@@ -179,7 +186,12 @@ impl AerospikeStore {
 
         // 2. The totals and days of every key of the batch.
         let plans = plan_keys(hits, &created, &counts);
-        let outcomes = self.add_to_pages(client, &plans, deadline).await;
+        let outcomes = METRICS
+            .timed(
+                "page_batch_counters",
+                self.add_to_pages(client, &plans, deadline),
+            )
+            .await;
         let mut total_after = HashMap::new();
         let mut day_after = HashMap::new();
         let mut key_errors: HashMap<&PageKey, StoreError> = HashMap::new();
@@ -230,7 +242,10 @@ impl AerospikeStore {
         };
         tokio::join!(
             self.forget_records(client, PAGE_HITS_SET, uncounted, why),
-            self.add_visitors_days_and_tops(client, &tallies, deadline),
+            METRICS.timed(
+                "page_batch_days_and_tops",
+                self.add_visitors_days_and_tops(client, &tallies, deadline),
+            ),
         );
 
         let numbered = number_page_batch(hits, &counted, &counts, &total_after, &day_after);
