@@ -143,6 +143,9 @@ struct DayOffer<'a> {
 struct Tallies<'a> {
     counts: &'a PageBatchCounts,
     surely_failed: &'a HashSet<&'a PageKey>,
+    /// Keys whose counts after the batch are not known (the update failed or
+    /// is in doubt): never offered to a top list, which holds exact counts only.
+    unread: &'a HashMap<&'a PageKey, StoreError>,
     total_after: &'a HashMap<PageKey, u64>,
     day_after: &'a HashMap<(PageKey, Day), u64>,
 }
@@ -237,6 +240,7 @@ impl AerospikeStore {
         let tallies = Tallies {
             counts: &counts,
             surely_failed: &surely_failed,
+            unread: &key_errors,
             total_after: &total_after,
             day_after: &day_after,
         };
@@ -330,6 +334,7 @@ impl AerospikeStore {
             ..BatchWritePolicy::default()
         };
         let counted = |key: &PageKey| !tallies.surely_failed.contains(key);
+        let known = |key: &PageKey| !tallies.unread.contains_key(key);
         let mut rows = Vec::new();
         for ((key, day), visitors) in &tallies.counts.visitors {
             if !counted(key) {
@@ -361,9 +366,11 @@ impl AerospikeStore {
             if counted(key) {
                 let day_offer = per_day.entry(*day).or_default();
                 day_offer.hits += hits;
-                day_offer
-                    .counters
-                    .push((key, tallies.day_after[&(key.clone(), *day)]));
+                if known(key) {
+                    day_offer
+                        .counters
+                        .push((key, tallies.day_after[&(key.clone(), *day)]));
+                }
             }
         }
         for (
@@ -389,7 +396,7 @@ impl AerospikeStore {
             .counts
             .per_key
             .keys()
-            .filter(|key| counted(key))
+            .filter(|key| known(key))
             .map(|key| (key, tallies.total_after[key]))
             .collect();
         let offers = self.offers(ALL_TIME_KEY, all_time);
