@@ -81,12 +81,16 @@ ensure_python() {
     PYTHON="$venv/bin/python"
 }
 
-# Debian's HAProxy, for the load balancer image of the container tests.
+# Debian's HAProxy, for the load balancer image of the container tests, and the
+# openssl CLI, which makes their certificate and tries old TLS versions on it.
 ensure_haproxy() {
-    if ! command -v haproxy >/dev/null && [ ! -x /usr/sbin/haproxy ]; then
-        say "Installing Debian's haproxy for the container tests"
-        $(command -v sudo || true) apt-get install -y --no-install-recommends haproxy >/dev/null \
-            || { $(command -v sudo || true) apt-get update >/dev/null && $(command -v sudo || true) apt-get install -y --no-install-recommends haproxy >/dev/null; }
+    local missing=()
+    command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+    command -v openssl >/dev/null || missing+=(openssl)
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "Installing Debian's ${missing[*]} for the container tests"
+        $(command -v sudo || true) apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null \
+            || { $(command -v sudo || true) apt-get update >/dev/null && $(command -v sudo || true) apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null; }
     fi
 }
 

@@ -7,8 +7,7 @@
 //! is what a hit costs. So the hits that meet in one instance go out together,
 //! as one `POST /v1/hits/batch` (or `/v1/page-hits/batch`): a hit that finds no
 //! call out sends every hit waiting, and hits that arrive while it is out wait
-//! for it to come back, then go out together in the next one (or in a second
-//! call, if the first is stuck: [`MAX_CALLS`]). Batching is driven by load, not
+//! for it to come back, then go out together in the next one. Batching is driven by load, not
 //! a timer, the way the gateway's own group commit is: a lone hit goes out at
 //! once, and under load each call carries what gathered during the last.
 //!
@@ -20,12 +19,9 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::thread::LocalKey;
-use std::time::Duration;
 
+use crate::gateway::{Gateway, GatewayError};
 use counter_api::{Hit, PageHit, PageRecorded, Recorded};
-use spin_sdk::wasip3::clocks::monotonic_clock::{self, Mark};
-
-use crate::gateway::{Gateway, GatewayError, within};
 
 /// Records `hit` through `gateway`, in one call with whatever other hits this
 /// instance is recording at the same moment.
@@ -63,12 +59,10 @@ struct Waiting<H, A> {
 struct Queue<H, A> {
     /// Hits not yet sent.
     waiting: Vec<Rc<Waiting<H, A>>>,
-    /// Calls out now: see [`MAX_CALLS`].
-    in_flight: usize,
+    /// Whether a call is out now.
+    in_flight: bool,
     /// How many calls have come back, so a waiting request knows one has.
     returned: u64,
-    /// When the newest call went out.
-    last_sent: Mark,
     /// Requests to wake when a call comes back.
     wakers: Vec<Waker>,
 }
@@ -77,24 +71,12 @@ impl<H, A> Default for Queue<H, A> {
     fn default() -> Self {
         Self {
             waiting: Vec::new(),
-            in_flight: 0,
+            in_flight: false,
             returned: 0,
-            last_sent: 0,
             wakers: Vec::new(),
         }
     }
 }
-
-/// Calls one instance keeps out at once. One call at a time batches best, but then
-/// one slow call holds up every hit behind it, and Spin 4.0.2's outgoing requests
-/// now and then take about 40 ms (see "Performance" in the README). So when the
-/// call out has taken longer than [`SECOND_CALL_AFTER`], a second one may go.
-const MAX_CALLS: usize = 2;
-/// Calls to the gateway take 1-3 ms under load; one out this long is stuck.
-/// Measured at 16 and 64 clients: always allowing a second call took Spin from
-/// 1,024 and 4,678 hits/s (p99 88 ms) to 3,312 and 5,720 (p99 76 and 24 ms), but
-/// cost wasmtime a fifth of its hits/s, whose calls do not stall.
-const SECOND_CALL_AFTER: Duration = Duration::from_millis(5);
 
 type SharedQueue<H, A> = LocalKey<RefCell<Queue<H, A>>>;
 
@@ -113,23 +95,18 @@ async fn share<H: 'static, A: 'static>(
         if let Some(outcome) = mine.outcome.borrow_mut().take() {
             return outcome;
         }
-        // A hit not sent yet leads if a call may go; a hit already on its way, or
-        // one that must wait for a free call, waits for a call to come back.
-        let now = monotonic_clock::now();
+        // A hit not sent yet leads if no call is out; a hit already on its way,
+        // or one that must wait for the call out, waits for a call to come back.
+        // One call at a time per instance: the gateway acknowledges at once
+        // (its listener), so a call is never held up by a delayed ACK, and a
+        // second call would only split the next batch.
         let next = queue.with_borrow_mut(|q| {
-            let stuck_at = q
-                .last_sent
-                .saturating_add(SECOND_CALL_AFTER.as_nanos() as u64);
-            let free = q.in_flight == 0 || (q.in_flight < MAX_CALLS && now >= stuck_at);
-            let unsent = mine.hit.borrow().is_some();
-            if unsent && free {
-                q.in_flight += 1;
-                q.last_sent = now;
+            if mine.hit.borrow().is_some() && !q.in_flight {
+                q.in_flight = true;
                 Next::Send(std::mem::take(&mut q.waiting))
             } else {
                 Next::Wait {
                     returned: q.returned,
-                    stuck_at: (unsent && q.in_flight < MAX_CALLS).then_some(stuck_at),
                 }
             }
         });
@@ -148,28 +125,16 @@ async fn share<H: 'static, A: 'static>(
                     *waiting.outcome.borrow_mut() = Some(outcome);
                 }
             }
-            Next::Wait {
-                returned,
-                stuck_at: None,
-            } => call_returned(queue, returned).await,
-            Next::Wait {
-                returned,
-                stuck_at: Some(stuck_at),
-            } => {
-                // Either is fine: the loop looks again.
-                let _ = within(stuck_at, call_returned(queue, returned)).await;
-            }
+            Next::Wait { returned } => call_returned(queue, returned).await,
         }
     }
 }
 
 enum Next<H, A> {
     Send(Vec<Rc<Waiting<H, A>>>),
-    /// Wait until more than `returned` calls have come back, or, for a hit not
-    /// sent yet while only one call is out, until that call counts as stuck.
+    /// Wait until more than `returned` calls have come back.
     Wait {
         returned: u64,
-        stuck_at: Option<Mark>,
     },
 }
 
@@ -193,7 +158,7 @@ impl<H, A> Drop for Flight<H, A> {
             }
         }
         let wakers = self.queue.with_borrow_mut(|q| {
-            q.in_flight -= 1;
+            q.in_flight = false;
             q.returned += 1;
             std::mem::take(&mut q.wakers)
         });

@@ -262,10 +262,11 @@ async fn badge(
             )
             .header("pragma", "no-cache")
             .header("expires", "0")
-            // Opened on its own, the SVG is a document: it may run nothing.
+            // Opened on its own, the SVG is a document: it may run nothing. It may
+            // show its logo, a `data:` image, and the social style's hover colors.
             .header(
                 "content-security-policy",
-                "default-src 'none'; style-src 'unsafe-inline'",
+                "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
             )
             .header("x-content-type-options", "nosniff")
             .body(badge::render(&options, count))

@@ -67,6 +67,11 @@ pub fn render(stats: &PageStats) -> String {
             visitors = thousands(day.visitors),
         );
     }
+    let logo = if cfg!(feature = "logos") {
+        "<code>logo=</code> (a Simple Icons slug such as <code>github</code>) and <code>logo_color=</code>, "
+    } else {
+        ""
+    };
     let _ = write!(
         page,
         r#"</table>
@@ -75,7 +80,7 @@ pub fn render(stats: &PageStats) -> String {
 <p><img src="/badge/{key}.svg?count=false" alt="hits badge of {key}"></p>
 <p>Every time a browser loads <a href="/badge/{key}.svg?count=false"><code>/badge/{key}.svg</code></a> it counts one hit and shows the total. In a README or on a page elsewhere, put this site's address in front of it:</p>
 <pre><code>![hits](https://&lt;this site&gt;/badge/{key}.svg)</code></pre>
-<p class="muted">Options: <code>?label=visitors</code> (empty for the count alone), <code>color=</code> and <code>label_color=</code> (a shields.io color name or hex such as <code>4c1</code>), <code>style=</code> <code>flat</code>, <code>flat-square</code>, <code>plastic</code> or <code>for-the-badge</code>, and <code>count=false</code> to show the count without counting a hit.</p>
+<p class="muted">Options: <code>?label=visitors</code> (empty for the count alone), <code>color=</code> and <code>label_color=</code> (a shields.io color name or hex such as <code>4c1</code>), <code>style=</code> <code>flat</code>, <code>flat-square</code>, <code>plastic</code>, <code>social</code> or <code>for-the-badge</code>, {logo}<code>link=</code> (where a click on the badge leads, when it is not in an <code>&lt;img&gt;</code>), and <code>count=false</code> to show the count without counting a hit.</p>
 </div>
 </body>
 </html>

@@ -22,7 +22,7 @@ use futures::future::join_all;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::metrics::METRICS;
+use crate::metrics::{Kind, METRICS};
 use crate::recorder::Recorder;
 use crate::store::pages::{DayRange, PageHitToCount};
 use crate::store::{MAX_LATEST_HITS, Store, StoreError};
@@ -105,6 +105,10 @@ async fn record_hit_batch<S: Store>(
     body: Body,
 ) -> Result<Json<BatchOutcomes<Recorded>>, Problem> {
     let hits = parse_batch::<Hit>(&headers, body, HIT_SHAPE).await?;
+    METRICS
+        .hits_per_call
+        .get_or_create(&Kind { kind: "tutorial" })
+        .observe(hits.len() as f64);
     let results = join_all(hits.into_iter().map(|hit| state.recorder.record(hit))).await;
     Ok(Json(outcomes(results)))
 }
@@ -116,6 +120,10 @@ async fn record_page_hit_batch<S: Store>(
     body: Body,
 ) -> Result<Json<BatchOutcomes<PageRecorded>>, Problem> {
     let hits = parse_batch::<PageHit>(&headers, body, PAGE_HIT_SHAPE).await?;
+    METRICS
+        .hits_per_call
+        .get_or_create(&Kind { kind: "page" })
+        .observe(hits.len() as f64);
     let results = join_all(hits.into_iter().map(|hit| async {
         let hit = state.visitors.prepare(hit, today()).await?;
         state.page_recorder.record(hit).await

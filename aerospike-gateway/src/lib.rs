@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod config;
+pub mod listener;
 pub mod metrics;
 pub mod reconcile;
 pub mod recorder;
@@ -20,7 +21,6 @@ pub mod visitors;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -151,14 +151,7 @@ async fn run<S: Store>(listener: TcpListener, store: S, config: &Config) -> anyh
         visitors,
     });
     tracing::info!("gateway listening on http://{}", listener.local_addr()?);
-    // Web runtimes keep connections to the gateway open (Spin pools them): with
-    // Nagle's algorithm on, an answer written in two parts waits for the peer's
-    // delayed ACK, up to 40 ms on Linux.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::warn!(%error, "cannot set TCP_NODELAY");
-        }
-    });
+    let listener = listener::QuickAckListener::new(listener);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

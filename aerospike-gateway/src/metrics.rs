@@ -50,6 +50,9 @@ pub struct Metrics {
     pub hits_failed: Family<Kind, Counter>,
     /// Hits per group commit.
     pub batch_size: Family<Kind, Histogram>,
+    /// Hits per web-tier call (`POST /v1/hits/batch`, `/v1/page-hits/batch`):
+    /// what the web replicas' own batching achieves.
+    pub hits_per_call: Family<Kind, Histogram>,
     /// Hits waiting for the next group commit.
     pub queue_depth: Family<Kind, Gauge>,
     /// How long each store operation took, retries included.
@@ -98,6 +101,14 @@ impl Metrics {
             "batch_size_hits",
             "Hits per group commit",
             batch_size.clone(),
+        );
+        let hits_per_call = Family::<Kind, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 9))
+        });
+        registry.register(
+            "hits_per_call",
+            "Hits per batch call from the web tier",
+            hits_per_call.clone(),
         );
         let queue_depth = Family::default();
         registry.register(
@@ -166,6 +177,7 @@ impl Metrics {
             duplicates,
             hits_failed,
             batch_size,
+            hits_per_call,
             queue_depth,
             store_seconds,
             store_retries,

@@ -17,6 +17,7 @@
 //! `scripts/bench` builds everything and runs this.
 
 mod badges;
+mod cpu;
 mod load;
 mod report;
 
@@ -29,6 +30,7 @@ use clap::Parser;
 use e2e::{Artifacts, Backend, Gateway, Process, Runtime, Web, free_port};
 
 use crate::badges::{BadgeKeys, BadgeTally};
+use crate::cpu::Tiers;
 use crate::load::{Ask, Target};
 use crate::report::{Row, Table};
 
@@ -98,14 +100,23 @@ async fn main() -> anyhow::Result<()> {
     .await;
     let badge_row = badge_row_name(&args, "embedded");
     table.compare(&badge_row, "full path, embedded", Some(BADGE_FLOOR));
+    let full_path = Tiers {
+        web: Some(web.pid()),
+        gateway: Some(gateway.pid()),
+        store: Vec::new(),
+    };
+    let gateway_alone = Tiers {
+        gateway: Some(gateway.pid()),
+        ..Tiers::default()
+    };
     let targets = [
         (
             target("full path, embedded", &web.url, Ask::CounterPage),
-            Some(gateway.pid()),
+            full_path.clone(),
         ),
         (
             target(&badge_row, &web.url, Ask::Badge(keys.clone())),
-            Some(gateway.pid()),
+            full_path,
         ),
         (
             target(
@@ -115,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
                     server: "bench-direct".into(),
                 },
             ),
-            Some(gateway.pid()),
+            gateway_alone.clone(),
         ),
         (
             target(
@@ -123,11 +134,14 @@ async fn main() -> anyhow::Result<()> {
                 &gateway.url,
                 distinct_keys(),
             ),
-            Some(gateway.pid()),
+            gateway_alone.clone(),
         ),
         (
             target("static page (ceiling)", &ceiling.url, Ask::AnyPage),
-            None,
+            Tiers {
+                web: Some(ceiling.pid()),
+                ..Tiers::default()
+            },
         ),
     ];
     let mut targets = targets.to_vec();
@@ -144,9 +158,21 @@ async fn main() -> anyhow::Result<()> {
                 &[],
             )
             .await;
-            let web =
-                spin_full_path(&mut table, &mut targets, &gateway, "embedded", dir.path()).await;
-            targets.push((target(SPIN_CEILING, &ceiling.url, Ask::AnyPage), None));
+            let web = spin_full_path(
+                &mut table,
+                &mut targets,
+                &gateway,
+                ("embedded", None),
+                dir.path(),
+            )
+            .await;
+            targets.push((
+                target(SPIN_CEILING, &ceiling.url, Ask::AnyPage),
+                Tiers {
+                    web: Some(ceiling.pid()),
+                    ..Tiers::default()
+                },
+            ));
             Some((web, ceiling))
         }
         None => {
@@ -166,20 +192,35 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     if let Some(hosts) = Backend::aerospike_hosts() {
+        // The node the tutorial's app and the CPU figures look at: the first seed.
+        let seed = hosts.split(',').next().unwrap_or_default().trim();
+        let (host, port) = seed.split_once(':').unwrap_or((seed, "3000"));
+        let seed = format!("{host}:{port}");
         let gateway =
             Gateway::start(Backend::Aerospike, &dir.path().join("unused"), dir.path()).await;
         let web = Web::start(&gateway.url, "bench-web-aerospike", dir.path(), &[]).await;
         let base = gateway.summary().await.total_hits;
         let badge_row = badge_row_name(&args, "Aerospike");
         table.compare(&badge_row, "full path, Aerospike", Some(BADGE_FLOOR));
+        let full_path = Tiers {
+            web: Some(web.pid()),
+            gateway: Some(gateway.pid()),
+            store: Vec::new(),
+        }
+        .with_local_asd(&seed);
+        let gateway_alone = Tiers {
+            gateway: Some(gateway.pid()),
+            ..Tiers::default()
+        }
+        .with_local_asd(&seed);
         let targets = [
             (
                 target("full path, Aerospike", &web.url, Ask::CounterPage),
-                Some(gateway.pid()),
+                full_path.clone(),
             ),
             (
                 target(&badge_row, &web.url, Ask::Badge(keys.clone())),
-                Some(gateway.pid()),
+                full_path,
             ),
             (
                 target(
@@ -189,7 +230,7 @@ async fn main() -> anyhow::Result<()> {
                         server: "bench-direct-aerospike".into(),
                     },
                 ),
-                Some(gateway.pid()),
+                gateway_alone.clone(),
             ),
             (
                 target(
@@ -197,13 +238,20 @@ async fn main() -> anyhow::Result<()> {
                     &gateway.url,
                     distinct_keys(),
                 ),
-                Some(gateway.pid()),
+                gateway_alone.clone(),
             ),
         ];
         let mut targets = targets.to_vec();
         let _spin_web = match &artifacts.spin {
             Some(_) => Some(
-                spin_full_path(&mut table, &mut targets, &gateway, "Aerospike", dir.path()).await,
+                spin_full_path(
+                    &mut table,
+                    &mut targets,
+                    &gateway,
+                    ("Aerospike", Some(&seed)),
+                    dir.path(),
+                )
+                .await,
             ),
             None => None,
         };
@@ -220,12 +268,9 @@ async fn main() -> anyhow::Result<()> {
 
         match &args.python {
             Some(python) => {
-                let seed = hosts.split(',').next().unwrap_or_default().trim();
-                let (host, port) = seed.split_once(':').unwrap_or((seed, "3000"));
-                let host = format!("{host}:{port}");
                 for server in [TutorialServer::Flask, TutorialServer::Gunicorn] {
                     let (process, authority) = server
-                        .start(python, &args.tutorial_dir, &host, dir.path())
+                        .start(python, &args.tutorial_dir, &seed, dir.path())
                         .await?;
                     let base = gateway.summary().await.total_hits;
                     let tutorial = target(
@@ -233,9 +278,14 @@ async fn main() -> anyhow::Result<()> {
                         &format!("http://{authority}"),
                         Ask::CounterPage,
                     );
+                    let tiers = Tiers {
+                        web: Some(process.pid().as_raw()),
+                        ..Tiers::default()
+                    }
+                    .with_local_asd(&seed);
                     let acknowledged = run_all(
                         &mut table,
-                        &[(tutorial, None)],
+                        &[(tutorial, tiers)],
                         &args.concurrency,
                         duration,
                         base,
@@ -272,12 +322,13 @@ async fn main() -> anyhow::Result<()> {
 const SPIN_CEILING: &str = "static page on Spin (ceiling)";
 
 /// Adds "full path on Spin, <store>" against `gateway` to the run, compared with
-/// Spin's ceiling. The web component it starts must live as long as the run.
+/// Spin's ceiling; `store` is the store's name and, for Aerospike, its seed node.
+/// The web component it starts must live as long as the run.
 async fn spin_full_path(
     table: &mut Table,
-    targets: &mut Vec<(Target, Option<i32>)>,
+    targets: &mut Vec<(Target, Tiers)>,
     gateway: &Gateway,
-    store: &str,
+    (store, seed): (&str, Option<&str>),
     dir: &std::path::Path,
 ) -> Web {
     let web = Web::start_on(
@@ -289,12 +340,17 @@ async fn spin_full_path(
     )
     .await;
     let name = format!("full path on Spin, {store}");
-    // The goal on Spin: half its static-page ceiling (README, "Performance").
-    table.compare(&name, SPIN_CEILING, Some(0.5));
-    targets.push((
-        target(&name, &web.url, Ask::CounterPage),
-        Some(gateway.pid()),
-    ));
+    table.compare(&name, SPIN_CEILING, None);
+    let tiers = Tiers {
+        web: Some(web.pid()),
+        gateway: Some(gateway.pid()),
+        store: Vec::new(),
+    };
+    let tiers = match seed {
+        Some(seed) => tiers.with_local_asd(seed),
+        None => tiers,
+    };
+    targets.push((target(&name, &web.url, Ask::CounterPage), tiers));
     web
 }
 
@@ -342,7 +398,7 @@ struct Acknowledged {
 /// whether each hit on the tutorial's counter got a distinct N above `base`.
 async fn run_all(
     table: &mut Table,
-    targets: &[(Target, Option<i32>)],
+    targets: &[(Target, Tiers)],
     levels: &[usize],
     duration: Duration,
     base: u64,
@@ -352,25 +408,28 @@ async fn run_all(
         badges: BadgeTally::default(),
     };
     let mut counts = Vec::new();
-    for (target, watched_pid) in targets {
+    for (target, tiers) in targets {
         for &clients in levels {
-            if let Some(pid) = watched_pid {
-                reset_peak_rss(*pid);
+            if let Some(pid) = tiers.gateway {
+                reset_peak_rss(pid);
             }
+            let before = tiers.read();
             let outcome = load::run(target, clients, duration).await;
-            let peak_rss = watched_pid.and_then(peak_rss_bytes);
+            let cost = tiers.read().since(&before, outcome.ok);
+            let peak_rss = tiers.gateway.and_then(peak_rss_bytes);
             if matches!(target.ask, Ask::CounterPage | Ask::GatewayHit { .. }) {
                 acknowledged.hits += outcome.ok;
             }
             counts.extend_from_slice(&outcome.counts);
             acknowledged.badges.add(&outcome.key_counts);
             eprintln!(
-                "{:<34} {clients:>4} clients: {:>9.0} hits/s, {} errors",
+                "{:<34} {clients:>4} clients: {:>9.0} hits/s, {} errors, {:.0} µs CPU per hit",
                 target.name,
                 outcome.ok as f64 / outcome.elapsed.as_secs_f64(),
-                outcome.errors
+                outcome.errors,
+                cost.all_us().unwrap_or(f64::NAN)
             );
-            table.push(Row::new(target, clients, &outcome, peak_rss));
+            table.push(Row::new(target, clients, &outcome, peak_rss, cost));
         }
     }
     counts.sort_unstable();

@@ -1,6 +1,7 @@
 //! Docker for the container tests: images built from the binaries of this build
-//! (nothing can be pulled here), the Compose and Swarm CLIs, and cleanup that runs
-//! even when a test fails.
+//! (nothing can be pulled here), the Compose and Swarm CLIs, cleanup that runs
+//! even when a test fails, a throwaway certificate for the load balancer, and a
+//! way into a container's network namespace.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -166,7 +167,7 @@ impl TestImages {
                 (&config, "/usr/local/etc/haproxy/haproxy.cfg"),
             ],
             // As in the official image: `haproxy` on PATH, the config at this path.
-            "ENV PATH=/usr/local/sbin\nEXPOSE 80\nCMD [\"haproxy\", \"-f\", \"/usr/local/etc/haproxy/haproxy.cfg\"]",
+            "ENV PATH=/usr/local/sbin\nEXPOSE 80 443\nCMD [\"haproxy\", \"-f\", \"/usr/local/etc/haproxy/haproxy.cfg\"]",
         )?;
         for image in [&images.web, &images.gateway, &images.lb] {
             let size = docker(&["image", "inspect", "--format", "{{.Size}}", image])?;
@@ -274,4 +275,138 @@ fn shared_libraries(path: &Path) -> Vec<PathBuf> {
         .filter(|word| word.starts_with('/'))
         .map(PathBuf::from)
         .collect()
+}
+
+/// A throwaway certificate authority and a certificate it signed for `localhost`
+/// and 127.0.0.1, made with the `openssl` CLI, valid for a day. `bundle` is what
+/// HAProxy loads (certificate, then key, as a user's Docker secret holds them).
+pub struct TestCertificate {
+    pub ca_pem: Vec<u8>,
+    pub bundle: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCertificate {
+    pub fn new() -> Result<TestCertificate, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = |name: &str| {
+            dir.path()
+                .join(name)
+                .to_str()
+                .expect("a UTF-8 temp path")
+                .to_owned()
+        };
+        let new_key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run_with(
+            Command::new("openssl")
+                .args(["req", "-x509"])
+                .args(new_key)
+                .args([
+                    "-keyout",
+                    &path("ca.key"),
+                    "-out",
+                    &path("ca.pem"),
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=awesome-counter test CA",
+                ]),
+        )?;
+        run_with(Command::new("openssl").args(["req"]).args(new_key).args([
+            "-keyout",
+            &path("key.pem"),
+            "-out",
+            &path("leaf.csr"),
+            "-subj",
+            "/CN=localhost",
+        ]))?;
+        // A server certificate, not a CA: TLS clients refuse a CA certificate as a
+        // server's own.
+        std::fs::write(
+            path("leaf.ext"),
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .map_err(|e| e.to_string())?;
+        run_with(Command::new("openssl").args([
+            "x509",
+            "-req",
+            "-in",
+            &path("leaf.csr"),
+            "-CA",
+            &path("ca.pem"),
+            "-CAkey",
+            &path("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &path("leaf.ext"),
+            "-out",
+            &path("cert.pem"),
+        ]))?;
+        let read = |name: &str| std::fs::read(path(name)).map_err(|e| format!("{name}: {e}"));
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, [read("cert.pem")?, read("key.pem")?].concat())
+            .map_err(|e| e.to_string())?;
+        Ok(TestCertificate {
+            ca_pem: read("ca.pem")?,
+            bundle,
+            _dir: dir,
+        })
+    }
+}
+
+/// The container of `service`'s one running task.
+pub fn running_container(service: &str) -> Result<String, String> {
+    let tasks = docker(&[
+        "service",
+        "ps",
+        "--quiet",
+        "--filter",
+        "desired-state=running",
+        service,
+    ])?;
+    let task = match tasks.split_whitespace().collect::<Vec<_>>()[..] {
+        [task] => task.to_owned(),
+        ref tasks => {
+            return Err(format!(
+                "{service} has {} tasks meant to run, not one",
+                tasks.len()
+            ));
+        }
+    };
+    let container = docker(&[
+        "inspect",
+        "--format",
+        "{{.Status.ContainerStatus.ContainerID}}",
+        &task,
+    ])?;
+    Ok(container.trim().to_owned())
+}
+
+/// Runs `work` on a thread of its own inside `container`'s network namespace, so
+/// that it can reach the container from addresses that exist only there (its
+/// whole loopback range). Needs root, as `nsenter` does.
+pub fn in_network_of<T: Send + 'static>(
+    container: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let pid = docker(&["inspect", "--format", "{{.State.Pid}}", container])?;
+    let path = format!("/proc/{}/ns/net", pid.trim());
+    let namespace = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+    let worker = std::thread::spawn(move || {
+        // Only this thread moves, and threads it starts follow it.
+        nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("entering {path} (this needs root): {e}"))?;
+        Ok(work())
+    });
+    worker
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }

@@ -242,6 +242,36 @@ async fn bad_keys_and_options_are_refused_and_count_nothing(setup: Setup) {
             "more than once",
         ),
         ("GET", format!("/badge/{key}.svg?label=%ZZ"), 400, "percent"),
+        (
+            "GET",
+            format!("/badge/{key}.svg?logo=nosuchicon"),
+            400,
+            "Simple Icons slug",
+        ),
+        (
+            "GET",
+            format!("/badge/{key}.svg?logo=%3Csvg%2F%3E"),
+            400,
+            "Simple Icons slug",
+        ),
+        (
+            "GET",
+            format!("/badge/{key}.svg?logo_color=purple"),
+            400,
+            "brightgreen",
+        ),
+        (
+            "GET",
+            format!("/badge/{key}.svg?link=javascript:alert(1)"),
+            400,
+            "http:// or https://",
+        ),
+        (
+            "GET",
+            format!("/badge/{key}.svg?link=https://a.example&link=https://b.example"),
+            400,
+            "more than once",
+        ),
         ("POST", "/api/pages/a%20b".into(), 400, "A-Z a-z 0-9"),
         (
             "POST",
@@ -359,6 +389,10 @@ async fn badges_are_escaped_uncached_and_readable(setup: Setup) {
             "cache-control {cache:?} lacks {directive}"
         );
     }
+    assert_eq!(
+        headers["content-security-policy"],
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    );
     let svg = response.text().await.unwrap();
     let doc = roxmltree::Document::parse(&svg).expect("the badge is well-formed XML");
     assert!(
@@ -373,7 +407,7 @@ async fn badges_are_escaped_uncached_and_readable(setup: Setup) {
     assert_eq!(badge_count(&svg), 1);
 
     // Showing without counting, in every style.
-    for style in ["flat", "flat-square", "plastic", "for-the-badge"] {
+    for style in shields::BadgeStyle::ALL.map(|s| s.as_str()) {
         let svg = badge(&client, web, &key, &format!("?count=false&style={style}")).await;
         assert_eq!(badge_count(&svg), 1, "{style}");
     }
@@ -403,6 +437,74 @@ async fn badges_are_escaped_uncached_and_readable(setup: Setup) {
     assert!(
         doc.descendants().any(|n| n.text() == Some("1.2k")),
         "1,234 shows as 1.2k: {svg}"
+    );
+
+    // The component draws what the shields crate draws for the same parameters,
+    // but names the exact count.
+    use shields::{BadgeParams, BadgeStyle};
+    for (query, params, shown, exact) in [
+        (
+            "",
+            BadgeParams::new("hits", "1.2k"),
+            "hits: 1.2k",
+            "hits: 1,234",
+        ),
+        (
+            "label=views&color=brightgreen&style=flat-square",
+            BadgeParams {
+                style: BadgeStyle::FlatSquare,
+                message_color: Some("brightgreen"),
+                ..BadgeParams::new("views", "1.2k")
+            },
+            "views: 1.2k",
+            "views: 1,234",
+        ),
+        (
+            "style=plastic&label_color=%23abc&color=FE7D37",
+            BadgeParams {
+                style: BadgeStyle::Plastic,
+                label_color: Some("#abc"),
+                message_color: Some("#fe7d37"),
+                ..BadgeParams::new("hits", "1.2k")
+            },
+            "hits: 1.2k",
+            "hits: 1,234",
+        ),
+        (
+            "style=social&logo=github&link=https%3A%2F%2Fgithub.com%2Fo%2Fr%3Fa%3D1%26b%3D2",
+            BadgeParams {
+                style: BadgeStyle::Social,
+                logo: Some("github"),
+                link: Some("https://github.com/o/r?a=1&b=2"),
+                ..BadgeParams::new("hits", "1.2k")
+            },
+            "Hits: 1.2k",
+            "hits: 1,234",
+        ),
+        (
+            "style=for-the-badge&logo=Rust&logo_color=orange&label=&color=critical",
+            BadgeParams {
+                style: BadgeStyle::ForTheBadge,
+                logo: Some("rust"),
+                logo_color: Some("orange"),
+                message_color: Some("critical"),
+                ..BadgeParams::new("", "1.2k")
+            },
+            "1.2K",
+            "1,234",
+        ),
+    ] {
+        let ours = badge(&client, web, &key, &format!("?count=false&{query}")).await;
+        let named = |name: &str| format!(r#"aria-label="{name}"><title>{name}</title>"#);
+        let expected = shields::render_badge_svg(&params).replace(&named(shown), &named(exact));
+        assert!(expected.contains(&named(exact)), "{expected}");
+        assert_eq!(ours, expected, "?{query}");
+        assert_eq!(ours.contains("<image "), query.contains("logo="), "{ours}");
+    }
+    assert_eq!(
+        stats(&client, web, &key, 1).await.total,
+        1234,
+        "previews count nothing"
     );
 }
 

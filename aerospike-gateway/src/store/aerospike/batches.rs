@@ -46,11 +46,13 @@ use aerospike::expressions as exp;
 use aerospike::operations::maps::{self, MapOrder};
 use aerospike::query::{PartitionFilter, Statement};
 use aerospike::{
-    BatchOperation, BatchReadPolicy, BatchWritePolicy, Bin, Bins, Client, MapPolicy, MapReturnType,
-    MapWriteFlags, RecordExistsAction, ResultCode, Value, WritePolicy, operations,
+    BatchDeletePolicy, BatchOperation, BatchReadPolicy, BatchWritePolicy, Bin, Bins, Client,
+    MapPolicy, MapReturnType, MapWriteFlags, RecordExistsAction, ResultCode, Value, WritePolicy,
+    operations,
 };
 use counter_api::{EpochMillis, Hit, HitId, ServerId, TOTAL_HITS_KEY};
 use futures::StreamExt;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{
@@ -78,6 +80,10 @@ const WRITER_LIFETIME: Duration = Duration::from_secs(600);
 const APPLIED_RETENTION: Duration = Duration::from_secs(3600);
 /// How often the sweeper looks for unfinished batches.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Most batches one release round takes on.
+const MAX_RELEASES_PER_ROUND: usize = 64;
+/// Counted batches waiting for their release, at most.
+pub(super) const RELEASE_QUEUE: usize = 4096;
 /// The least time the release step gets, after the hits were answered.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -177,6 +183,12 @@ fn expired_writers_below() -> String {
     format!("{cutoff:012x}")
 }
 
+/// A counted batch waiting for step 4: the hit records it owns.
+pub(super) struct Release {
+    batch: BatchId,
+    owned_ids: Vec<HitId>,
+}
+
 /// What a batch counted: which of its hits it owns (created), and the counters
 /// after it.
 pub(super) struct Counted {
@@ -221,12 +233,11 @@ impl AerospikeStore {
                     "batch {batch} was counted by another gateway meanwhile"
                 )))
             })?;
-        let store = self.clone();
-        let (client_batch, owned_ids) = (batch.clone(), owned_ids(hits, &owned));
-        tokio::spawn(async move {
-            if let Ok(client) = store.client() {
-                store.release(client, &client_batch, &owned_ids).await;
-            }
+        // Left to the releaser; if it cannot take it (too far behind) or never
+        // gets to it (the process ends), the sweeper will.
+        let _ = self.inner.releases.try_send(Release {
+            batch: batch.clone(),
+            owned_ids: owned_ids(hits, &owned),
         });
         Ok(Counted {
             owned,
@@ -547,51 +558,104 @@ impl AerospikeStore {
         })
     }
 
-    /// Step 4: clears the `batch` bin of the hit records the batch owns (only
-    /// where it still names this batch), then deletes the intent. Whatever
-    /// fails here is left for the sweeper, which repeats the batch's steps.
+    /// Step 4 for one batch; answers whether it is released.
     async fn release(&self, client: &Client, batch: &BatchId, owned_ids: &[HitId]) -> bool {
-        let marker = batch.key();
-        let row_policy = BatchWritePolicy {
-            record_exists_action: RecordExistsAction::UpdateOnly,
-            // A hit record that expires keeps the TTL it was created with.
-            expiration: aerospike::Expiration::DontUpdate,
-            filter_expression: Some(exp::eq(
-                exp::string_bin(MARKER_BIN),
-                exp::string_val(marker),
-            )),
-            ..BatchWritePolicy::default()
+        let release = Release {
+            batch: batch.clone(),
+            owned_ids: owned_ids.to_vec(),
         };
-        let clear = [Bin::new(MARKER_BIN, Value::Nil)];
-        let mut rows: Vec<BatchOperation> = owned_ids
-            .iter()
-            .filter_map(|id| self.key(HITS_SET, &id.to_string()).ok())
-            .map(|key| BatchOperation::write(&row_policy, key, vec![operations::put(&clear[0])]))
-            .collect();
+        self.release_all(client, std::slice::from_ref(&release))
+            .await
+            .into_iter()
+            .all(|released| released)
+    }
+
+    /// Step 4 for several batches at once: one batch call clears the markers of
+    /// all their hit records (each only where it still names its batch), and a
+    /// second deletes the intents of the batches whose markers are all gone.
+    /// Answers, per batch, whether it is released.
+    async fn release_all(&self, client: &Client, releases: &[Release]) -> Vec<bool> {
         let deadline = Instant::now() + RELEASE_TIMEOUT.max(self.inner.timeout);
-        if !rows.is_empty() {
-            batch_with_retries(client, &mut rows, deadline).await;
-            let cleared = rows.iter().all(|row| {
-                matches!(
-                    row.result_code(),
-                    Some(ResultCode::Ok | ResultCode::FilteredOut | ResultCode::KeyNotFoundError)
-                )
-            });
-            if !cleared {
-                tracing::debug!(%batch, "some batch markers stay; the sweeper will clear them");
-                return false;
+        let clear = operations::put(&Bin::new(MARKER_BIN, Value::Nil));
+        let mut rows = Vec::new();
+        let mut row_batch = Vec::new();
+        for (i, release) in releases.iter().enumerate() {
+            let row_policy = BatchWritePolicy {
+                record_exists_action: RecordExistsAction::UpdateOnly,
+                // A hit record that expires keeps the TTL it was created with.
+                expiration: aerospike::Expiration::DontUpdate,
+                filter_expression: Some(exp::eq(
+                    exp::string_bin(MARKER_BIN),
+                    exp::string_val(release.batch.key()),
+                )),
+                ..BatchWritePolicy::default()
+            };
+            for id in &release.owned_ids {
+                if let Ok(key) = self.key(HITS_SET, &id.to_string()) {
+                    rows.push(BatchOperation::write(&row_policy, key, vec![clear.clone()]));
+                    row_batch.push(i);
+                }
             }
         }
-        // The intent goes last, and only once every marker is gone.
-        let Ok(intent) = self.key(BATCHES_SET, &batch.key()) else {
-            return false;
-        };
-        match client.delete(&self.write_policy(deadline), &intent).await {
-            Ok(_) => true,
-            Err(error) => {
-                tracing::debug!(%error, %batch, "deleting a batch intent failed");
-                false
+        let mut released = vec![true; releases.len()];
+        if !rows.is_empty() {
+            batch_with_retries(client, &mut rows, deadline).await;
+            for (row, &i) in rows.iter().zip(&row_batch) {
+                if !matches!(
+                    row.result_code(),
+                    Some(ResultCode::Ok | ResultCode::FilteredOut | ResultCode::KeyNotFoundError)
+                ) {
+                    tracing::debug!(batch = %releases[i].batch, "some batch markers stay; the sweeper will clear them");
+                    released[i] = false;
+                }
             }
+        }
+        // The intents go last, each only once all its markers are gone.
+        let delete_policy = BatchDeletePolicy::default();
+        let mut deletes = Vec::new();
+        let mut delete_batch = Vec::new();
+        for (i, release) in releases.iter().enumerate() {
+            if !released[i] {
+                continue;
+            }
+            match self.key(BATCHES_SET, &release.batch.key()) {
+                Ok(key) => {
+                    deletes.push(BatchOperation::delete(&delete_policy, key));
+                    delete_batch.push(i);
+                }
+                Err(_) => released[i] = false,
+            }
+        }
+        if !deletes.is_empty() {
+            batch_with_retries(client, &mut deletes, deadline).await;
+            for (row, &i) in deletes.iter().zip(&delete_batch) {
+                if !matches!(
+                    row.result_code(),
+                    Some(ResultCode::Ok | ResultCode::KeyNotFoundError)
+                ) {
+                    tracing::debug!(batch = %releases[i].batch, "deleting a batch intent failed");
+                    released[i] = false;
+                }
+            }
+        }
+        released
+    }
+
+    /// Releases counted batches until the process ends, as many at a time as
+    /// have been counted since the last round: under load a round carries the
+    /// release of several group commits in two batch calls, instead of two
+    /// calls each.
+    pub(super) async fn release_forever(self, mut counted: mpsc::Receiver<Release>) {
+        let mut releases = Vec::new();
+        while counted
+            .recv_many(&mut releases, MAX_RELEASES_PER_ROUND)
+            .await
+            > 0
+        {
+            if let Ok(client) = self.client() {
+                self.release_all(client, &releases).await;
+            }
+            releases.clear();
         }
     }
 

@@ -84,6 +84,8 @@ struct Inner {
     page_hit_ttl: std::sync::atomic::AtomicU32,
     /// The same for the tutorial's hit records (0 unless the operator opted in).
     hit_ttl: std::sync::atomic::AtomicU32,
+    /// Counted batches, to the releaser (step 4 of `batches`).
+    releases: tokio::sync::mpsc::Sender<batches::Release>,
 }
 
 impl AerospikeStore {
@@ -94,6 +96,7 @@ impl AerospikeStore {
         seeds
             .to_hosts()
             .with_context(|| format!("AEROSPIKE_HOSTS={seeds:?} is not a list of host:port"))?;
+        let (releases, counted) = tokio::sync::mpsc::channel(batches::RELEASE_QUEUE);
         let store = Self {
             inner: Arc::new(Inner {
                 client: OnceCell::new(),
@@ -106,9 +109,11 @@ impl AerospikeStore {
                 faults: WriteFaults::default(),
                 page_hit_ttl: std::sync::atomic::AtomicU32::new(0),
                 hit_ttl: std::sync::atomic::AtomicU32::new(0),
+                releases,
             }),
         };
         tokio::spawn(store.clone().keep_connecting());
+        tokio::spawn(store.clone().release_forever(counted));
         Ok(store)
     }
 
