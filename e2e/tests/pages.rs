@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use counter_api::{BatchOutcomes, Outcome, PageRecorded, PageStats, PagesOverview};
 use e2e::{
-    Backend, Counter, Runtime, Setup, get_json, http_client, on_every_backend,
+    Backend, Counter, Runtime, Setup, get_json, get_text, http_client, on_every_backend,
     on_every_runtime_and_backend,
 };
 use futures::StreamExt;
@@ -1115,12 +1115,7 @@ async fn a_write_that_fails_for_good_reaches_readyz_the_audit_and_metrics() {
         .unwrap();
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
 
-    let ready = http_client()
-        .get(format!("{gateway}/readyz"))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = (ready.status(), ready.text().await.unwrap());
+    let (status, body) = get_text(&format!("{gateway}/readyz")).await;
     assert!(!status.is_success(), "/readyz answered {status}");
     assert!(
         body.contains("set pages") && body.contains("too big"),
@@ -1135,14 +1130,7 @@ async fn a_write_that_fails_for_good_reaches_readyz_the_audit_and_metrics() {
         "the audit lists it: {:?}",
         audit.findings
     );
-    let metrics = http_client()
-        .get(format!("{gateway}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = get_text(&format!("{gateway}/metrics")).await;
     assert!(
         metrics
             .lines()
