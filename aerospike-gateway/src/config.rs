@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::store::Retention;
+
 #[derive(Debug, Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -66,6 +68,22 @@ pub struct Config {
     /// Most hits written together in one group commit.
     #[arg(long, env = "MAX_BATCH", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub max_batch: u64,
+
+    /// How long a page hit's record (set `page_hits`) is kept: its idempotency
+    /// window. A retry of the hit (the same id) inside it is not counted again;
+    /// after it the record expires (on Aerospike by a record TTL, which needs
+    /// `nsup-period` in the namespace; on the embedded store by a sweep), while
+    /// totals, days and visitors stay. `<n>d`, `<n>h`, `<n>m` or `<n>s`; `0`
+    /// keeps them forever.
+    #[arg(long, env = "PAGE_HIT_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub page_hit_retention: Retention,
+
+    /// The same for the tutorial's hit records (set `hits`), which the tutorial
+    /// keeps forever, as does the default (`0`). Once they expire, the audit
+    /// can only check that each counter holds at least its hit records, and
+    /// the gateway no longer repairs counters from them.
+    #[arg(long, env = "HIT_RETENTION", default_value = "0", value_parser = parse_retention)]
+    pub hit_retention: Retention,
 
     /// Threads serving requests and store calls. One is the default: a hit's work
     /// hops between the connection, the group commit and the store client, and
@@ -197,6 +215,31 @@ fn sdk_disabled(value: &str) -> Result<bool, String> {
     }
 }
 
+/// `<n>d`, `<n>h`, `<n>m`, `<n>s`, or `0` for forever.
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    const HINT: &str = "a retention is <n>d, <n>h, <n>m or <n>s (e.g. 7d), or 0 to keep forever";
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Retention::FOREVER);
+    }
+    let unit = match text.chars().last() {
+        Some('d') => 86_400,
+        Some('h') => 3_600,
+        Some('m') => 60,
+        Some('s') => 1,
+        _ => return Err(HINT.into()),
+    };
+    let n: u64 = text[..text.len() - 1]
+        .parse()
+        .map_err(|_| HINT.to_owned())?;
+    // Aerospike's TTLs are 32-bit seconds; ten years is plenty.
+    match n.checked_mul(unit) {
+        Some(0) => Ok(Retention::FOREVER),
+        Some(secs) if secs <= 10 * 366 * 86_400 => Ok(Retention(Some(Duration::from_secs(secs)))),
+        _ => Err(format!("{text} is longer than ten years; {HINT}")),
+    }
+}
+
 /// Which store the settings select.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChoice {
@@ -248,6 +291,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retentions_parse_with_their_unit() {
+        let secs = |text: &str| parse_retention(text).map(|r| r.0.map(|d| d.as_secs()));
+        assert_eq!(secs("7d"), Ok(Some(604_800)));
+        assert_eq!(secs("12h"), Ok(Some(43_200)));
+        assert_eq!(secs("3s"), Ok(Some(3)));
+        assert_eq!(secs("0"), Ok(None));
+        assert_eq!(secs("0d"), Ok(None));
+        for bad in ["7", "d", "-1d", "7w", "99999d"] {
+            assert!(parse_retention(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse(&[]).page_hit_retention,
+            Retention(Some(Duration::from_secs(7 * 86_400))),
+            "a week by default"
+        );
+        assert_eq!(
+            parse(&[]).hit_retention,
+            Retention::FOREVER,
+            "as the tutorial"
+        );
+    }
 
     /// Parses flags only: the environment of whoever runs the tests (say,
     /// AEROSPIKE_HOSTS for the Aerospike suites) must not leak in.

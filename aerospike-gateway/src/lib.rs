@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use crate::api::AppState;
 use crate::config::{Config, StoreChoice};
 use crate::recorder::Recorder;
-use crate::store::{AerospikeStore, EmbeddedStore, Store};
+use crate::store::{AerospikeStore, EmbeddedStore, Retention, Store};
 
 /// Opens the configured store and serves the API until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -38,12 +38,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     match config.store() {
         StoreChoice::Embedded { data_dir } => {
-            let store = EmbeddedStore::open(&data_dir)?;
+            let store = EmbeddedStore::open(&data_dir)?
+                .retaining(config.page_hit_retention, config.hit_retention);
             tracing::info!(data_dir = %data_dir.display(), "using the embedded store");
             run(listener, store, &config).await
         }
         StoreChoice::Aerospike { seeds, namespace } => {
-            let store = AerospikeStore::connect(&seeds, &namespace, config.store_timeout())?;
+            let store = AerospikeStore::connect(&seeds, &namespace, config.store_timeout())?
+                .retaining(config.page_hit_retention, config.hit_retention);
             tracing::info!(?seeds, %namespace, "using Aerospike");
             run(listener, store, &config).await
         }
@@ -53,6 +55,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// Compares the `summary` counters with the hit records and, with `apply`, adds
 /// the differences to the counters. See [`reconcile`].
 pub async fn reconcile(config: Config, apply: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.hit_retention == Retention::FOREVER,
+        "hit records expire here (HIT_RETENTION), so they no longer add up to the counters: \
+         there is nothing to reconcile against"
+    );
     match config.store() {
         StoreChoice::Embedded { data_dir } => {
             reconcile_store(EmbeddedStore::open(&data_dir)?, apply).await

@@ -33,6 +33,13 @@ pub struct Cause {
     pub cause: &'static str,
 }
 
+/// A set whose writes failed, and whether a retry could mend such a failure.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteFault {
+    pub set: String,
+    pub failed: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Hits counted for the first time.
@@ -63,6 +70,9 @@ pub struct Metrics {
     pub cluster_splits: Counter,
     /// Hits added to (or taken from) counters by repairs after a split.
     pub repaired_hits: Counter,
+    /// Writes of counters that failed and were not retried, by set; `failed`
+    /// is `true` for failures no retry can mend (a record too big).
+    pub write_faults: Family<WriteFault, Counter>,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -144,6 +154,12 @@ impl Metrics {
             "Hits added to or taken from counters to match the hit records after a split",
             repaired_hits.clone(),
         );
+        let write_faults = Family::default();
+        registry.register(
+            "store_write_faults",
+            "Writes of counters that failed and were not retried, by set",
+            write_faults.clone(),
+        );
         // Every series exists from the start: a scrape tells zero from unknown.
         for kind in ["tutorial", "page"] {
             let kind = Kind { kind };
@@ -169,6 +185,7 @@ impl Metrics {
             swept_batches,
             cluster_splits,
             repaired_hits,
+            write_faults,
         }
     }
 
@@ -196,6 +213,15 @@ impl Metrics {
             .get_or_create(&Operation { operation })
             .observe(started.elapsed().as_secs_f64());
         result
+    }
+
+    pub fn write_fault(&self, set: &str, failed: bool) {
+        self.write_faults
+            .get_or_create(&WriteFault {
+                set: set.to_owned(),
+                failed: if failed { "true" } else { "false" },
+            })
+            .inc();
     }
 
     pub fn retried(&self, cause: &'static str) {

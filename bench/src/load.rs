@@ -26,7 +26,14 @@ pub enum Ask {
     /// `GET /badge/<key>.svg` on a key picked by its popularity, answered 200 with
     /// the key's N in the SVG's title.
     Badge(Arc<BadgeKeys>),
+    /// `POST /v1/page-hits/batch` of [`DISTINCT_BATCH`] hits, each on a counter
+    /// never hit before (`<prefix>/<uuid>`), every one answered as counted with
+    /// N = 1: a public badge service's long tail, at the gateway.
+    DistinctKeys { prefix: String },
 }
+
+/// Hits per request of [`Ask::DistinctKeys`]: a web instance's batch.
+pub const DISTINCT_BATCH: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -106,11 +113,14 @@ async fn client(target: Target, deadline: Instant) -> Outcome {
         let sent = Instant::now();
         match ask_once(&target, &mut sender).await {
             Ok(counted) => {
-                outcome.ok += 1;
+                outcome.ok += match counted {
+                    Counted::Batch(hits) => hits,
+                    _ => 1,
+                };
                 let micros = sent.elapsed().as_micros().max(1) as u64;
                 outcome.latency.saturating_record(micros);
                 match counted {
-                    Counted::Unknown => {}
+                    Counted::Unknown | Counted::Batch(_) => {}
                     Counted::Hit(n) => outcome.counts.push(n),
                     Counted::KeyHit { rank, n } => outcome.key_counts.push((rank, n)),
                 }
@@ -137,6 +147,8 @@ enum Counted {
     Hit(u64),
     /// A hit on the named counter of this rank, given this N.
     KeyHit { rank: u32, n: u64 },
+    /// This many hits, each counted as asked.
+    Batch(u64),
 }
 
 async fn ask_once(target: &Target, sender: &mut Option<Sender>) -> anyhow::Result<Counted> {
@@ -150,6 +162,9 @@ async fn ask_once(target: &Target, sender: &mut Option<Sender>) -> anyhow::Resul
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     let body = std::str::from_utf8(&body).unwrap_or("<not UTF-8>");
+    if let Ask::DistinctKeys { .. } = target.ask {
+        return judge_distinct(status, body);
+    }
     let n = judge(&target.ask, status, body)?;
     Ok(match (rank, n) {
         (Some(rank), Some(n)) => Counted::KeyHit { rank, n },
@@ -168,6 +183,14 @@ fn request(target: &Target) -> anyhow::Result<(Request<Full<Bytes>>, Option<u32>
             .header("host", &target.authority)
             .body(Full::new(Bytes::new()))
     };
+    let post = |path: &str, json: serde_json::Value| {
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("host", &target.authority)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(json.to_string())))
+    };
     Ok(match &target.ask {
         Ask::CounterPage | Ask::AnyPage => (get("/")?, None),
         Ask::GatewayHit { server } => {
@@ -176,19 +199,46 @@ fn request(target: &Target) -> anyhow::Result<(Request<Full<Bytes>>, Option<u32>
                 "server": server,
                 "ts": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64,
             });
-            let request = Request::builder()
-                .method(Method::POST)
-                .uri(counter_api::paths::HITS)
-                .header("host", &target.authority)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(hit.to_string())))?;
-            (request, None)
+            (post(counter_api::paths::HITS, hit)?, None)
         }
         Ask::Badge(keys) => {
             let rank = keys.pick();
             (get(&format!("/badge/{}.svg", keys.key(rank)))?, Some(rank))
         }
+        Ask::DistinctKeys { prefix } => {
+            let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            let hits: Vec<serde_json::Value> = (0..DISTINCT_BATCH)
+                .map(|_| {
+                    serde_json::json!({
+                        "id": uuid::Uuid::now_v7().to_string(),
+                        "key": format!("{prefix}/{}", uuid::Uuid::now_v7().simple()),
+                        "ts": ts.as_millis() as u64,
+                    })
+                })
+                .collect();
+            let batch = serde_json::json!({ "hits": hits });
+            (post(counter_api::paths::PAGE_HIT_BATCHES, batch)?, None)
+        }
     })
+}
+
+/// A batch of hits on new counters: every hit counted, each its counter's first.
+fn judge_distinct(status: hyper::StatusCode, body: &str) -> anyhow::Result<Counted> {
+    anyhow::ensure!(
+        status == 200,
+        "{status}: {}",
+        body.chars().take(120).collect::<String>()
+    );
+    let answer: counter_api::BatchOutcomes<counter_api::PageRecorded> = serde_json::from_str(body)?;
+    anyhow::ensure!(answer.outcomes.len() == DISTINCT_BATCH, "outcomes missing");
+    for outcome in &answer.outcomes {
+        match outcome {
+            counter_api::Outcome::Recorded(recorded)
+                if recorded.total == 1 && !recorded.duplicate => {}
+            other => anyhow::bail!("a hit on a new counter was answered {other:?}"),
+        }
+    }
+    Ok(Counted::Batch(DISTINCT_BATCH as u64))
 }
 
 /// The N an answer gave its hit, if it says; an error if the answer is wrong.
@@ -220,5 +270,6 @@ fn judge(ask: &Ask, status: hyper::StatusCode, body: &str) -> anyhow::Result<Opt
             Some(n) if status == 200 => Ok(Some(n)),
             _ => Err(refused()),
         },
+        Ask::DistinctKeys { .. } => unreachable!("judged by judge_distinct"),
     }
 }

@@ -5,6 +5,8 @@
 //!   on a named counter costs next to the tutorial's one counter;
 //! - the gateway alone (its hit endpoint hit directly): what the component and
 //!   runtime cost;
+//! - batches of 256 page hits on counters never hit before, at the gateway: the
+//!   long tail of a public badge service;
 //! - the same runtime answering a static page: the web tier's ceiling;
 //! - with `AEROSPIKE_HOSTS` set, the tutorial's Flask app on the same Aerospike
 //!   server, under Flask's own server and under gunicorn: the baseline.
@@ -55,7 +57,7 @@ struct Args {
     #[arg(long, default_value = "bench/tutorial")]
     tutorial_dir: PathBuf,
     /// Named counters the badge rows spread their hits over.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..))]
     badge_keys: u32,
     /// The exponent of the Zipf law the badge rows pick keys by: 1 is the classic
     /// law of page popularity, 0 spreads hits evenly.
@@ -125,7 +127,15 @@ async fn main() -> anyhow::Result<()> {
                     server: "bench-direct".into(),
                 },
             ),
-            gateway_alone,
+            gateway_alone.clone(),
+        ),
+        (
+            target(
+                "distinct keys, gateway alone, embedded",
+                &gateway.url,
+                distinct_keys(),
+            ),
+            gateway_alone.clone(),
         ),
         (
             target("static page (ceiling)", &ceiling.url, Ask::AnyPage),
@@ -222,7 +232,15 @@ async fn main() -> anyhow::Result<()> {
                         server: "bench-direct-aerospike".into(),
                     },
                 ),
-                gateway_alone,
+                gateway_alone.clone(),
+            ),
+            (
+                target(
+                    "distinct keys, gateway alone, Aerospike",
+                    &gateway.url,
+                    distinct_keys(),
+                ),
+                gateway_alone.clone(),
             ),
         ];
         let mut targets = targets.to_vec();
@@ -380,9 +398,17 @@ fn target(name: &str, url: &str, ask: Ask) -> Target {
     }
 }
 
+/// Batches of page hits on counters unique to this run, each hit a new one.
+fn distinct_keys() -> Ask {
+    Ask::DistinctKeys {
+        prefix: format!("bench-{}/distinct", uuid::Uuid::now_v7().simple()),
+    }
+}
+
 /// The badge row's name, e.g. `badges, 10k keys Zipf, embedded`.
 fn badge_row_name(args: &Args, store: &str) -> String {
     let keys = match args.badge_keys {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
         n if n >= 1000 && n % 1000 == 0 => format!("{}k", n / 1000),
         n => n.to_string(),
     };

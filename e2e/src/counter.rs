@@ -433,6 +433,13 @@ async fn wait_until_ok(url: &str, process: &mut Process) {
     }
 }
 
+/// `GET url`: its status and its body as text.
+pub async fn get_text(url: &str) -> (reqwest::StatusCode, String) {
+    let response = http_client().get(url).send().await.expect("GET");
+    let status = response.status();
+    (status, response.text().await.expect("a text body"))
+}
+
 /// `GET url` as JSON, or a panic that shows the status and the body.
 pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
     let response = http_client().get(url).send().await.expect("GET");

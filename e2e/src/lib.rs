@@ -20,7 +20,7 @@ pub use artifacts::Artifacts;
 pub use backend::Backend;
 pub use cluster::{Cluster, freeze, info};
 pub use counter::{
-    Counter, Gateway, Runtime, Setup, WASMTIME_SERVE_FLAGS, Web, free_port, get_json,
+    Counter, Gateway, Runtime, Setup, WASMTIME_SERVE_FLAGS, Web, free_port, get_json, get_text,
 };
 pub use process::Process;
 pub use proxy::TcpProxy;

@@ -14,6 +14,7 @@ on_every_backend!(
     latest_hits_limit_is_checked,
     health_and_unknown_endpoints,
     metrics_count_what_the_gateway_did,
+    tutorial_hit_records_expire_only_when_asked_and_the_audit_says_so,
 );
 
 fn new_hit(server: &str) -> Value {
@@ -662,4 +663,88 @@ async fn metrics_count_what_the_gateway_did(backend: Backend) {
         series(&after, "gateway_audit_drift_hits"),
         audit.summary.total_hits as f64 - audit.hit_records.total_hits as f64
     );
+}
+
+/// `HIT_RETENTION` (off by default, as in the tutorial): the hit records go
+/// once their window has passed, the counters stay, and the audit says what it
+/// can still check.
+async fn tutorial_hit_records_expire_only_when_asked_and_the_audit_says_so(backend: Backend) {
+    let counter = Counter::start_with(backend, 0, &[("HIT_RETENTION", "2s")], &[]).await;
+    let client = http_client();
+    let gateway = &counter.gateway.url;
+    let server = format!(
+        "expiring-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let hit = new_hit(&server);
+    assert_eq!(
+        post_hit(&client, gateway, &hit).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        post_hit(&client, gateway, &hit).await.0,
+        StatusCode::OK,
+        "a retry inside the window"
+    );
+    assert_eq!(
+        post_hit(&client, gateway, &new_hit(&server)).await.0,
+        StatusCode::CREATED
+    );
+    let ours = |summary: &counter_api::Summary| {
+        summary
+            .servers
+            .iter()
+            .find(|s| s.server.as_str() == server)
+            .map_or(0, |s| s.total)
+    };
+    let audit = counter.gateway.audit().await;
+    assert!(audit.consistent, "{audit:?}");
+    assert!(
+        audit.findings.iter().any(|f| f.contains("HIT_RETENTION")),
+        "the audit says what it checks: {:?}",
+        audit.findings
+    );
+    assert_eq!(ours(&audit.hit_records), 2);
+
+    let started = std::time::Instant::now();
+    let audit = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let audit = counter.gateway.audit().await;
+        if ours(&audit.hit_records) == 0 {
+            break audit;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "hit records outlived their window by far: {audit:?}"
+        );
+    };
+    assert_eq!(ours(&audit.summary), 2, "the counters stay");
+    assert!(audit.consistent, "{audit:?}");
+    if backend == Backend::Aerospike {
+        forget_expired_hits(&server, 2).await;
+    }
+}
+
+/// Takes `hits` whose records expired out of `total_hits` and drops `server`'s
+/// counter, while this test still has its turn on the shared cluster: every
+/// other gateway keeps hit records forever and would take the cluster's
+/// counters for drifted and repair them.
+async fn forget_expired_hits(server: &str, hits: i64) {
+    use ::aerospike::{Bin, Client, ClientPolicy, Key, Value, WritePolicy, operations};
+
+    let hosts = Backend::aerospike_hosts().expect("AEROSPIKE_HOSTS");
+    let client = Client::new(&ClientPolicy::default(), &hosts)
+        .await
+        .expect("connecting to Aerospike");
+    let total = Key::new("test", "summary", Value::from("total_hits")).unwrap();
+    let add = Bin::new("total", Value::from(-hits));
+    client
+        .operate(&WritePolicy::default(), &total, &[operations::add(&add)])
+        .await
+        .expect("taking the expired hits out of total_hits");
+    let ours = Key::new("test", "summary", Value::from(server.to_owned())).unwrap();
+    client
+        .delete(&WritePolicy::default(), &ours)
+        .await
+        .expect("dropping the test's server counter");
 }

@@ -8,13 +8,15 @@
 //! Named counters live in tables of their own beside the tutorial's: `page_hits`
 //! (hit id → key, ts), `pages` (key → total), `page_days` ((key, day) → hits),
 //! `page_visitors` ((key, day) → HyperLogLog), `day_totals` (day → hits on all
-//! keys), `day_pages` ((day, key) → hits, for today's top keys) and
-//! `visitor_salts` (day → that day's secret). A batch of page hits updates them
-//! all in one transaction.
+//! keys), `page_tops` (the maintained top lists: the all-time one and one per
+//! day, [`TOP_KEPT`] rows each) and `visitor_salts` (day → that day's secret).
+//! A batch of page hits updates them all in one transaction, so the overview
+//! reads a few hundred rows however many counters there are.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use cardinality_estimator::CardinalityEstimator;
@@ -22,14 +24,17 @@ use counter_api::{
     Day, DayCount, DayHits, EpochMillis, Hit, HitId, PageKey, PageRecorded, PageStats, PageTotal,
     PagesOverview, Recorded, ServerId, ServerTotal, Summary, TOTAL_HITS_KEY,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 
 use super::pages::{
-    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, VisitorSalt, first_page_occurrences,
-    number_page_batch, top,
+    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, TOP_KEPT, TopList, VisitorSalt,
+    first_page_occurrences, number_page_batch,
 };
 use super::{
-    Store, StoreError, added_per_server, first_occurrences, number_batch, summary_from_counts,
+    Retention, Store, StoreError, WriteFaults, added_per_server, first_occurrences, number_batch,
+    summary_from_counts,
 };
 
 /// `hits`: hit id → (server, ts), as in the tutorial's `test.hits`.
@@ -41,6 +46,10 @@ const SUMMARY: TableDefinition<&str, u64> = TableDefinition::new("summary");
 
 /// `page_hits`: hit id → (key, ts): a page hit's record, which makes it idempotent.
 const PAGE_HITS: TableDefinition<u128, (&str, u64)> = TableDefinition::new("page_hits");
+/// (gateway's time of recording, hit id) → (): `page_hits` in the order they
+/// were written, for the sweep that ends their idempotency window.
+const PAGE_HITS_BY_TIME: TableDefinition<(u64, u128), ()> =
+    TableDefinition::new("page_hits_by_time");
 /// `pages`: key → total.
 const PAGES: TableDefinition<&str, u64> = TableDefinition::new("pages");
 /// (key, day) → hits that day.
@@ -49,8 +58,15 @@ const PAGE_DAYS: TableDefinition<(&str, u32), u64> = TableDefinition::new("page_
 const PAGE_VISITORS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("page_visitors");
 /// day → hits on all keys that day.
 const DAY_TOTALS: TableDefinition<u32, u64> = TableDefinition::new("day_totals");
-/// (day, key) → hits: `page_days` ordered by day first, for the day's top keys.
+/// (day, key) → hits: every counter of a day, which the overview used to read
+/// for the day's top. Only opened to build the top lists from it once, then
+/// deleted.
 const DAY_PAGES: TableDefinition<(u32, &str), u64> = TableDefinition::new("day_pages");
+/// (list, key) → hits: the maintained top lists ([`TopList`]), list
+/// [`ALL_TIME`] for all time and [`day_list`] for each day.
+const PAGE_TOPS: TableDefinition<(u32, &str), u64> = TableDefinition::new("page_tops");
+/// The all-time top list's number in `page_tops`.
+const ALL_TIME: u32 = 0;
 /// day → the day's secret for visitor hashes.
 const VISITOR_SALTS: TableDefinition<u32, &[u8]> = TableDefinition::new("visitor_salts");
 
@@ -70,7 +86,13 @@ pub const FILE_NAME: &str = "counter.redb";
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    faults: Arc<WriteFaults>,
+    hit_retention: Retention,
 }
+
+/// Page hit records expired per sweep transaction: a sweep that falls behind
+/// catches up in several short transactions, not one long one.
+const SWEEP_CHUNK: usize = 10_000;
 
 impl EmbeddedStore {
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
@@ -91,14 +113,19 @@ impl EmbeddedStore {
         txn.open_table(HITS_BY_TIME)?;
         txn.open_table(SUMMARY)?;
         txn.open_table(PAGE_HITS)?;
+        index_page_hits_by_time(&txn).context("indexing the page hit records by time")?;
         txn.open_table(PAGES)?;
         txn.open_table(PAGE_DAYS)?;
         txn.open_table(PAGE_VISITORS)?;
         txn.open_table(DAY_TOTALS)?;
-        txn.open_table(DAY_PAGES)?;
         txn.open_table(VISITOR_SALTS)?;
+        build_top_lists(&txn).context("building the top lists of the named counters")?;
         txn.commit()?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            faults: Arc::default(),
+            hit_retention: Retention::FOREVER,
+        })
     }
 
     fn record_hits_now(&self, hits: &[Hit]) -> Result<Vec<Recorded>, redb::Error> {
@@ -148,11 +175,13 @@ impl EmbeddedStore {
         let txn = self.db.begin_write().map_err(failed)?;
         let recorded = {
             let mut page_hits = txn.open_table(PAGE_HITS).map_err(failed)?;
+            let mut page_hits_by_time = txn.open_table(PAGE_HITS_BY_TIME).map_err(failed)?;
+            let now = now_millis();
             let mut pages = txn.open_table(PAGES).map_err(failed)?;
             let mut page_days = txn.open_table(PAGE_DAYS).map_err(failed)?;
             let mut page_visitors = txn.open_table(PAGE_VISITORS).map_err(failed)?;
             let mut day_totals = txn.open_table(DAY_TOTALS).map_err(failed)?;
-            let mut day_pages = txn.open_table(DAY_PAGES).map_err(failed)?;
+            let mut tops = txn.open_table(PAGE_TOPS).map_err(failed)?;
 
             let mut counted = first_page_occurrences(hits);
             for (hit, counted) in hits.iter().zip(&mut counted) {
@@ -167,6 +196,7 @@ impl EmbeddedStore {
                 page_hits
                     .insert(id, (hit.key.as_str(), hit.ts.as_u64()))
                     .map_err(failed)?;
+                page_hits_by_time.insert((now, id), ()).map_err(failed)?;
             }
             let counts = PageBatchCounts::of(hits, &counted);
 
@@ -201,9 +231,21 @@ impl EmbeddedStore {
                     + added;
                 if added > 0 {
                     page_days.insert((key.as_str(), d), after).map_err(failed)?;
-                    day_pages.insert((d, key.as_str()), after).map_err(failed)?;
                 }
                 day_after.insert((key, day), after);
+            }
+            let all_time = total_after
+                .iter()
+                .filter(|(key, _)| counts.per_key.contains_key(*key));
+            offer_to_top(&mut tops, ALL_TIME, all_time)?;
+            let mut per_day: HashMap<Day, Vec<(&PageKey, &u64)>> = HashMap::new();
+            for ((key, day), after) in &day_after {
+                if counts.per_key_day.contains_key(&(key.clone(), *day)) {
+                    per_day.entry(*day).or_default().push((key, after));
+                }
+            }
+            for (day, offered) in per_day {
+                offer_to_top(&mut tops, day_list(day), offered)?;
             }
             for (day, added) in &counts.per_day {
                 let d = day.days_since_epoch();
@@ -229,6 +271,89 @@ impl EmbeddedStore {
         };
         txn.commit().map_err(failed)?;
         Ok(recorded)
+    }
+
+    /// Deletes up to [`SWEEP_CHUNK`] records of `records` stamped before
+    /// `cutoff` (epoch ms) in `by_time`, oldest first; answers how many.
+    fn expire_now<V: redb::Value + 'static>(
+        &self,
+        records: TableDefinition<u128, (&'static str, u64)>,
+        by_time: TableDefinition<(u64, u128), V>,
+        cutoff: u64,
+    ) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(failed)?;
+        let expired = {
+            let mut records = txn.open_table(records).map_err(failed)?;
+            let mut by_time = txn.open_table(by_time).map_err(failed)?;
+            let mut old = Vec::new();
+            for entry in by_time
+                .range(..(cutoff, 0_u128))
+                .map_err(failed)?
+                .take(SWEEP_CHUNK)
+            {
+                old.push(entry.map_err(failed)?.0.value());
+            }
+            for (at, id) in &old {
+                records.remove(*id).map_err(failed)?;
+                by_time.remove((*at, *id)).map_err(failed)?;
+            }
+            old.len()
+        };
+        txn.commit().map_err(failed)?;
+        Ok(expired)
+    }
+
+    /// Keeps page hit records for `page_hits`, and the tutorial's hit records
+    /// for `hits`, then deletes them: a background sweep per set, every tenth
+    /// of its window (1 s to 10 min).
+    pub fn retaining(mut self, page_hits: Retention, hits: Retention) -> Self {
+        self.hit_retention = hits;
+        if let Some(window) = page_hits.0 {
+            self.sweep(window, "page_hits", |store, cutoff| {
+                store.expire_now(PAGE_HITS, PAGE_HITS_BY_TIME, cutoff)
+            });
+        }
+        if let Some(window) = hits.0 {
+            self.sweep(window, "hits", |store, cutoff| {
+                store.expire_now(HITS, HITS_BY_TIME, cutoff)
+            });
+        }
+        self
+    }
+
+    fn sweep(
+        &self,
+        window: Duration,
+        set: &'static str,
+        expire: fn(&Self, u64) -> Result<usize, StoreError>,
+    ) {
+        let every = (window / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let cutoff = now_millis().saturating_sub(window.as_millis() as u64);
+                loop {
+                    match store.blocking(move |store| expire(&store, cutoff)).await {
+                        Ok(n) if n == SWEEP_CHUNK => continue,
+                        Ok(n) => {
+                            if n > 0 {
+                                tracing::debug!(
+                                    set,
+                                    expired = n,
+                                    "records past their window deleted"
+                                );
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(set, %error, "expiring records failed; the next sweep tries again");
+                            store.faults.record(set, &error);
+                        }
+                    }
+                    break;
+                }
+            }
+        });
     }
 
     fn page_stats_now(&self, key: &PageKey, range: DayRange) -> Result<PageStats, StoreError> {
@@ -285,23 +410,11 @@ impl EmbeddedStore {
         range: DayRange,
     ) -> Result<PagesOverview, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
-        let pages = txn.open_table(PAGES).map_err(failed)?;
-        let day_pages = txn.open_table(DAY_PAGES).map_err(failed)?;
+        let tops = txn.open_table(PAGE_TOPS).map_err(failed)?;
         let day_totals = txn.open_table(DAY_TOTALS).map_err(failed)?;
-        let mut all_time = Vec::new();
-        for entry in pages.iter().map_err(failed)? {
-            let (key, hits) = entry.map_err(failed)?;
-            all_time.push((stored_key(key.value())?, hits.value()));
-        }
+        let all_time = read_top(&tops, ALL_TIME)?;
+        let on_day = read_top(&tops, day_list(range.last))?;
         let today = range.last.days_since_epoch();
-        let mut on_day = Vec::new();
-        for entry in day_pages
-            .range((today, "")..(today + 1, ""))
-            .map_err(failed)?
-        {
-            let (k, hits) = entry.map_err(failed)?;
-            on_day.push((stored_key(k.value().1)?, hits.value()));
-        }
         let mut per_day = HashMap::new();
         for entry in day_totals
             .range(range.first.days_since_epoch()..=today)
@@ -310,8 +423,8 @@ impl EmbeddedStore {
             let (d, hits) = entry.map_err(failed)?;
             per_day.insert(d.value(), hits.value());
         }
-        let totals = |entries: Vec<(PageKey, u64)>| {
-            top(entries, limit)
+        let totals = |list: TopList| {
+            list.top(limit)
                 .into_iter()
                 .map(|(key, hits)| PageTotal { key, hits })
                 .collect()
@@ -432,7 +545,10 @@ impl Store for EmbeddedStore {
             .await
         {
             Ok(recorded) => recorded.into_iter().map(Ok).collect(),
-            Err(error) => vec![Err(error); count],
+            Err(error) => {
+                self.faults.record("hits", &error);
+                vec![Err(error); count]
+            }
         }
     }
 
@@ -476,7 +592,10 @@ impl Store for EmbeddedStore {
             .await
         {
             Ok(recorded) => recorded.into_iter().map(Ok).collect(),
-            Err(error) => vec![Err(error); count],
+            Err(error) => {
+                self.faults.record("page_hits", &error);
+                vec![Err(error); count]
+            }
         }
     }
 
@@ -500,7 +619,16 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn findings(&self) -> Vec<String> {
+        self.faults.findings()
+    }
+
+    fn hit_retention(&self) -> Retention {
+        self.hit_retention
+    }
+
     async fn check_ready(&self) -> Result<(), StoreError> {
+        self.faults.check()?;
         self.blocking(|store| {
             let txn = store.db.begin_read().map_err(failed)?;
             txn.open_table(SUMMARY).map_err(failed)?;
@@ -508,6 +636,112 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A store from before page hit records expired gets their time index once,
+/// from the hits' own timestamps.
+fn index_page_hits_by_time(txn: &redb::WriteTransaction) -> anyhow::Result<()> {
+    let mut by_time = txn.open_table(PAGE_HITS_BY_TIME)?;
+    if !by_time.is_empty()? {
+        return Ok(());
+    }
+    let page_hits = txn.open_table(PAGE_HITS)?;
+    for entry in page_hits.iter()? {
+        let (id, value) = entry?;
+        by_time.insert((value.value().1, id.value()), ())?;
+    }
+    Ok(())
+}
+
+/// The number of `day`'s top list in `page_tops`.
+fn day_list(day: Day) -> u32 {
+    day.days_since_epoch() + 1
+}
+
+/// One top list as stored.
+fn read_top(
+    tops: &impl ReadableTable<(u32, &'static str), u64>,
+    list: u32,
+) -> Result<TopList, StoreError> {
+    let mut entries = Vec::with_capacity(TOP_KEPT);
+    for entry in tops.range((list, "")..(list + 1, "")).map_err(failed)? {
+        let (k, hits) = entry.map_err(failed)?;
+        entries.push((stored_key(k.value().1)?, hits.value()));
+    }
+    Ok(TopList::from_entries(entries))
+}
+
+/// Offers counters with their counts now to a top list, and writes back what
+/// changed: the list's own rows only, never a row per counter.
+fn offer_to_top<'k>(
+    tops: &mut redb::Table<'_, (u32, &'static str), u64>,
+    list: u32,
+    offered: impl IntoIterator<Item = (&'k PageKey, &'k u64)>,
+) -> Result<(), StoreError> {
+    let before = read_top(tops, list)?;
+    let mut after = before.clone();
+    let mut changed = false;
+    for (key, hits) in offered {
+        changed |= after.offer(key, *hits);
+    }
+    if !changed {
+        return Ok(());
+    }
+    for (key, _) in before.top(TOP_KEPT) {
+        if after.get(&key).is_none() {
+            tops.remove((list, key.as_str())).map_err(failed)?;
+        }
+    }
+    for (key, hits) in after.top(TOP_KEPT) {
+        if before.get(&key) != Some(hits) {
+            tops.insert((list, key.as_str()), hits).map_err(failed)?;
+        }
+    }
+    Ok(())
+}
+
+/// A store from before the top lists were kept gets them once, from a full
+/// read of `pages` and of `day_pages`, which is then deleted.
+fn build_top_lists(txn: &redb::WriteTransaction) -> anyhow::Result<()> {
+    let mut tops = txn.open_table(PAGE_TOPS)?;
+    if !tops.is_empty()? {
+        return Ok(());
+    }
+    let pages = txn.open_table(PAGES)?;
+    let mut all_time = TopList::default();
+    for entry in pages.iter()? {
+        let (key, hits) = entry?;
+        all_time.offer(&stored_key(key.value())?, hits.value());
+    }
+    let mut days: HashMap<u32, TopList> = HashMap::new();
+    let had_day_pages = txn
+        .list_tables()?
+        .any(|table| table.name() == DAY_PAGES.name());
+    if had_day_pages {
+        let day_pages = txn.open_table(DAY_PAGES)?;
+        for entry in day_pages.iter()? {
+            let (k, hits) = entry?;
+            let (d, key) = k.value();
+            days.entry(d + 1)
+                .or_default()
+                .offer(&stored_key(key)?, hits.value());
+        }
+    }
+    for (list, top) in std::iter::once((ALL_TIME, all_time)).chain(days) {
+        for (key, hits) in top.top(TOP_KEPT) {
+            tops.insert((list, key.as_str()), hits)?;
+        }
+    }
+    if had_day_pages {
+        txn.delete_table(DAY_PAGES)?;
+    }
+    Ok(())
 }
 
 fn read_counter(
@@ -768,6 +1002,52 @@ mod tests {
             store.visitor_salt(day, day.plus(1)).await.unwrap(),
             salt,
             "a secret two days old is gone for good"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_top_lists_gets_them_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let day: Day = "2026-11-25".parse().unwrap();
+        let d = day.days_since_epoch();
+        {
+            // The tables as the gateway kept them before: every counter of a day.
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut pages = txn.open_table(PAGES).unwrap();
+                let mut day_pages = txn.open_table(DAY_PAGES).unwrap();
+                for i in 0..250_u64 {
+                    let key = format!("k{i:03}");
+                    pages.insert(key.as_str(), i % 7 + 10).unwrap();
+                    day_pages.insert((d, key.as_str()), i % 7).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let overview = store
+            .pages_overview(100, DayRange::ending(day, 1))
+            .await
+            .unwrap();
+        let view = |list: &[PageTotal]| -> Vec<(String, u64)> {
+            list.iter().map(|p| (p.key.to_string(), p.hits)).collect()
+        };
+        let expected = |base: u64| -> Vec<(String, u64)> {
+            let all = (0..250_u64).map(|i| (format!("k{i:03}").parse().unwrap(), i % 7 + base));
+            super::super::pages::top(all, 100)
+                .into_iter()
+                .map(|(k, n)| (k.to_string(), n))
+                .collect()
+        };
+        assert_eq!(view(&overview.top_all_time), expected(10));
+        assert_eq!(view(&overview.top_today), expected(0));
+        let txn = store.db.begin_read().unwrap();
+        assert!(
+            !txn.list_tables()
+                .unwrap()
+                .any(|t| t.name() == DAY_PAGES.name()),
+            "the old table is gone"
         );
     }
 

@@ -305,6 +305,7 @@ impl AerospikeStore {
         let marker = batch.key();
         let row_policy = BatchWritePolicy {
             record_exists_action: RecordExistsAction::CreateOnly,
+            expiration: self.hit_expiration(),
             send_key: true,
             ..BatchWritePolicy::default()
         };
@@ -581,6 +582,8 @@ impl AerospikeStore {
         for (i, release) in releases.iter().enumerate() {
             let row_policy = BatchWritePolicy {
                 record_exists_action: RecordExistsAction::UpdateOnly,
+                // A hit record that expires keeps the TTL it was created with.
+                expiration: aerospike::Expiration::DontUpdate,
                 filter_expression: Some(exp::eq(
                     exp::string_bin(MARKER_BIN),
                     exp::string_val(release.batch.key()),

@@ -29,8 +29,8 @@ use aerospike::operations;
 use aerospike::query::{Filter, PartitionFilter, Statement};
 use aerospike::{
     BatchOperation, BatchPolicy, BatchWritePolicy, Bin, Bins, Client, ClientPolicy,
-    CollectionIndexType, ErrorKind, IndexType, Key, QueryPolicy, ReadPolicy, RecordExistsAction,
-    ResultCode, ToHosts, Value, WritePolicy,
+    CollectionIndexType, ErrorKind, Expiration, IndexType, Key, QueryPolicy, ReadPolicy,
+    RecordExistsAction, ResultCode, ToHosts, Value, WritePolicy,
 };
 use anyhow::Context;
 use counter_api::{
@@ -45,7 +45,9 @@ use counter_api::{Day, PageKey, PageRecorded, PageStats, PagesOverview};
 use self::batches::Writer;
 use self::split::ClusterView;
 use super::pages::{DayRange, PageHitToCount, VisitorSalt};
-use super::{Store, StoreError, first_occurrences, number_batch, summary_from_counts};
+use super::{
+    Retention, Store, StoreError, WriteFaults, first_occurrences, number_batch, summary_from_counts,
+};
 use crate::metrics::METRICS;
 
 mod batches;
@@ -73,6 +75,15 @@ struct Inner {
     writer: std::sync::Mutex<Writer>,
     /// What the split watch has seen of the cluster.
     cluster: std::sync::Mutex<ClusterView>,
+    /// The last entry of each top list as this gateway last read it
+    /// (`pages.rs`).
+    top_cuts: std::sync::Mutex<HashMap<String, (u64, PageKey)>>,
+    faults: WriteFaults,
+    /// The TTL of page hit records, in seconds; 0: the namespace's default
+    /// (forever, as shipped).
+    page_hit_ttl: std::sync::atomic::AtomicU32,
+    /// The same for the tutorial's hit records (0 unless the operator opted in).
+    hit_ttl: std::sync::atomic::AtomicU32,
     /// Counted batches, to the releaser (step 4 of `batches`).
     releases: tokio::sync::mpsc::Sender<batches::Release>,
 }
@@ -94,12 +105,41 @@ impl AerospikeStore {
                 timeout,
                 writer: std::sync::Mutex::new(Writer::new()),
                 cluster: std::sync::Mutex::default(),
+                top_cuts: std::sync::Mutex::default(),
+                faults: WriteFaults::default(),
+                page_hit_ttl: std::sync::atomic::AtomicU32::new(0),
+                hit_ttl: std::sync::atomic::AtomicU32::new(0),
                 releases,
             }),
         };
         tokio::spawn(store.clone().keep_connecting());
         tokio::spawn(store.clone().release_forever(counted));
         Ok(store)
+    }
+
+    /// Page hit records expire `page_hits` after they are written, the
+    /// tutorial's hit records `hits` after: record TTLs, which the namespace
+    /// refuses unless `nsup-period` is set.
+    pub fn retaining(self, page_hits: Retention, hits: Retention) -> Self {
+        let secs = |retention: Retention| {
+            retention
+                .0
+                .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1))
+        };
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        self.inner.page_hit_ttl.store(secs(page_hits), relaxed);
+        self.inner.hit_ttl.store(secs(hits), relaxed);
+        self
+    }
+
+    /// The expiration of a new page hit record.
+    fn page_hit_expiration(&self) -> Expiration {
+        expiration(&self.inner.page_hit_ttl)
+    }
+
+    /// The expiration of a new hit record of the tutorial's.
+    fn hit_expiration(&self) -> Expiration {
+        expiration(&self.inner.hit_ttl)
     }
 
     async fn keep_connecting(self) {
@@ -121,6 +161,9 @@ impl AerospikeStore {
                         "connected to the Aerospike cluster"
                     );
                     self.prepare_indexes(&client).await;
+                    if let Err(error) = self.build_all_time_top(&client).await {
+                        tracing::warn!(%error, "could not build the all-time top list; the next start tries again");
+                    }
                     let _ = self.inner.client.set(client);
                     tokio::spawn(self.clone().sweep_forever());
                     tokio::spawn(self.watch_forever());
@@ -199,10 +242,12 @@ impl AerospikeStore {
         client: &Client,
         set: &str,
         records: impl IntoIterator<Item = Option<(String, Vec<Bin>)>>,
+        expiration: Expiration,
         deadline: Instant,
     ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
         let row_policy = BatchWritePolicy {
             record_exists_action: RecordExistsAction::CreateOnly,
+            expiration,
             send_key: true,
             ..BatchWritePolicy::default()
         };
@@ -235,6 +280,16 @@ impl AerospikeStore {
                 Some(row) => match rows[row].result_code() {
                     Some(ResultCode::Ok) => Ok(true),
                     Some(ResultCode::KeyExistsError) => Ok(false),
+                    Some(ResultCode::FailForbidden)
+                        if expiration != Expiration::NamespaceDefault =>
+                    {
+                        Err(StoreError::Failed(format!(
+                            "Aerospike refuses records that expire in namespace {}: set \
+                             nsup-period in it (see deploy/aerospike/aerospike.conf), or \
+                             keep {set} records forever (retention 0)",
+                            self.inner.namespace
+                        )))
+                    }
                     _ => Err(match rows[row].error() {
                         Some(error) => unavailable_or_failed(error),
                         None => StoreError::Unavailable("the record was not written".into()),
@@ -560,11 +615,24 @@ impl Store for AerospikeStore {
     }
 
     async fn findings(&self) -> Vec<String> {
-        self.store_findings().await
+        let mut findings = self.store_findings().await;
+        findings.extend(self.inner.faults.findings());
+        findings
     }
 
     fn suspect_drift(&self) {
         self.repair_needed();
+    }
+
+    fn hit_retention(&self) -> Retention {
+        match self
+            .inner
+            .hit_ttl
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => Retention::FOREVER,
+            secs => Retention(Some(Duration::from_secs(secs.into()))),
+        }
     }
 
     async fn record_page_hits(
@@ -599,6 +667,7 @@ impl Store for AerospikeStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
         let client = self.client()?;
         self.refuse_if_split()?;
+        self.inner.faults.check()?;
         if client.is_connected() && !client.nodes().is_empty() {
             Ok(())
         } else {
@@ -607,6 +676,14 @@ impl Store for AerospikeStore {
                 self.inner.seeds
             )))
         }
+    }
+}
+
+/// A TTL in seconds as an expiration; 0: the namespace's default.
+fn expiration(ttl: &std::sync::atomic::AtomicU32) -> Expiration {
+    match ttl.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => Expiration::NamespaceDefault,
+        secs => Expiration::Seconds(secs),
     }
 }
 

@@ -5,14 +5,25 @@
 //!   (integer milliseconds). An existing record marks a retried hit.
 //! - set `pages`: key = the counter key, bins `total` (integer) and `days` (a
 //!   K-ordered map `"YYYY-MM-DD"` → hits that day). Both change in one operate,
-//!   so a key's days always sum to its total. The all-time top reads this set.
+//!   so a key's days always sum to its total.
 //! - set `page_visitors`: key = `"<counter key>@<YYYY-MM-DD>"` (`@` cannot occur
 //!   in a counter key), bins `page`, `day` and `visitors`, a HyperLogLog with
 //!   [`HLL_INDEX_BITS`] index bits and no min-hash bits fed the day's visitor
 //!   hashes.
 //! - set `page_days`: key = `"YYYY-MM-DD"`, bins `day`, `hits` (all counters
-//!   together that day) and `pages` (a K-ordered map counter key → hits that
-//!   day): the overview's daily chart and today's top keys.
+//!   together that day) and `top`, the day's top list: the overview's daily
+//!   chart and today's top keys.
+//! - set `page_tops`: key `all-time`, bin `top`: the all-time top list.
+//!
+//! A top list is a map counter key → minus its hits, trimmed to the
+//! [`TOP_KEPT`] lowest ranks: the server ranks equal values by key, so rank
+//! order is the overview's order (most hits first, ties by key). It is kept
+//! exact with no record holding every counter ([`TopList`] says why): each
+//! batch offers the counters whose exact new count (read back in step 2) could
+//! enter, and an offer only ever raises a count (an expression: put if lower),
+//! so offers from concurrent batches may land in any order. Which counters are
+//! offered is cut down by the list's last entry as the gateway last read it:
+//! entries only move up, so that is a lower bound.
 //! - set `visitor_salts`: key = `"YYYY-MM-DD"`, bins `day` and `salt` (32 random
 //!   bytes): the day's secret for visitor hashes. The first gateway to need it
 //!   creates it (create-only, so every gateway ends up with the winner's), and
@@ -32,16 +43,21 @@
 //!    (one batch) and its hits answered with the error; if its outcome is in
 //!    doubt, they stay and the hits are answered 503 (a retry is then a
 //!    duplicate: at most once, as on the tutorial path);
-//! 3. one batch operate over the `page_visitors` records (`hll add`) and the
-//!    `page_days` records of the batch, best effort: not atomic with the totals,
-//!    a failure is logged and does not fail the hits.
+//! 3. one batch operate over the `page_visitors` records (`hll add`), the
+//!    `page_days` records of the batch and `page_tops`: not atomic with the
+//!    totals. A row that fails is not retried past the deadline and does not
+//!    fail the hits; it is logged and counted as a write fault (`/metrics`,
+//!    `/readyz`, the audit's findings).
 //!
 //! Reading one counter is one operate on `pages` in parallel with one batch
-//! read of its `page_visitors` days; the overview is one query of `pages`
-//! (bin `total` only) in parallel with one batch read of `page_days`.
+//! read of its `page_visitors` days; the overview is one batch read of the
+//! range's `page_days` and `page_tops`: its cost does not grow with the number
+//! of counters.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use aerospike::expressions::{self as exp, ExpType};
+use aerospike::operations::exp::{ExpWriteFlags, write_exp};
 use aerospike::operations::hll::{self, HllPolicy};
 use aerospike::operations::maps::{self, MapOrder};
 use aerospike::query::{PartitionFilter, Statement};
@@ -56,9 +72,11 @@ use counter_api::{
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use crate::metrics::METRICS;
+
 use super::super::pages::{
-    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, VisitorSalt, first_page_occurrences,
-    number_page_batch, top,
+    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, TOP_KEPT, TopList, VisitorSalt,
+    first_page_occurrences, number_page_batch, ranks_before,
 };
 use super::{
     AerospikeStore, Backoff, CounterFailure, StoreError, TOTAL_BIN, answers, batch_with_retries,
@@ -69,6 +87,9 @@ const PAGE_HITS_SET: &str = "page_hits";
 const PAGES_SET: &str = "pages";
 const PAGE_VISITORS_SET: &str = "page_visitors";
 const PAGE_DAYS_SET: &str = "page_days";
+const PAGE_TOPS_SET: &str = "page_tops";
+/// The `page_tops` record of the all-time top list.
+const ALL_TIME_KEY: &str = "all-time";
 const VISITOR_SALTS_SET: &str = "visitor_salts";
 
 const PAGE_BIN: &str = "page";
@@ -77,15 +98,21 @@ const DAYS_BIN: &str = "days";
 const DAY_BIN: &str = "day";
 const VISITORS_BIN: &str = "visitors";
 const HITS_BIN: &str = "hits";
-const PAGES_BIN: &str = "pages";
+/// The unbounded map of every counter of a day that `page_days` records held
+/// before the top lists: deleted by the next write of the day.
+const OLD_PAGES_BIN: &str = "pages";
+const TOP_BIN: &str = "top";
 const SALT_BIN: &str = "salt";
 
 /// A new day's secret deletes those of the days from two back to this many back,
 /// so a gateway down for weeks still leaves none behind.
 const FORGET_SALTS_DAYS: u32 = 30;
 
-/// Records of the all-time query gathered before they are cut down to the top.
-const TOP_CHUNK: usize = 4096;
+/// Adds a counter to a top list only if it is not there yet.
+const PUT_IF_ABSENT: MapPolicy = MapPolicy::new(
+    MapOrder::KeyOrdered,
+    MapWriteFlags::from_bits(MapWriteFlags::CREATE_ONLY.bits() | MapWriteFlags::NO_FAIL.bits()),
+);
 
 /// The maps of `days` and `page_days.pages`: ordered by key, so an increment
 /// finds its entry by binary search and `days` reads back in date order.
@@ -102,6 +129,26 @@ struct KeyPlan<'a> {
 
 /// A key's counters after the batch: its total and the batch's days.
 type KeyAfter = (u64, BTreeMap<Day, u64>);
+
+/// What a batch adds to one day: its hits, and its counters with their
+/// counts that day after it.
+#[derive(Default)]
+struct DayOffer<'a> {
+    hits: u64,
+    counters: Vec<(&'a PageKey, u64)>,
+}
+
+/// What step 2 left for step 3: what the batch added, the keys that surely
+/// failed, and every key's counts after the batch.
+struct Tallies<'a> {
+    counts: &'a PageBatchCounts,
+    surely_failed: &'a HashSet<&'a PageKey>,
+    /// Keys whose counts after the batch are not known (the update failed or
+    /// is in doubt): never offered to a top list, which holds exact counts only.
+    unread: &'a HashMap<&'a PageKey, StoreError>,
+    total_after: &'a HashMap<PageKey, u64>,
+    day_after: &'a HashMap<(PageKey, Day), u64>,
+}
 
 impl AerospikeStore {
     pub(super) async fn record_page_batch(
@@ -123,15 +170,31 @@ impl AerospikeStore {
                 (hit.id.to_string(), bins)
             })
         });
-        let created = self
-            .create_records(client, PAGE_HITS_SET, records, deadline)
+        // Each step is timed on its own (`store_operation_seconds`), so
+        // `/metrics` shows where a batch's time goes.
+        let created = METRICS
+            .timed(
+                "page_batch_hit_records",
+                self.create_records(
+                    client,
+                    PAGE_HITS_SET,
+                    records,
+                    self.page_hit_expiration(),
+                    deadline,
+                ),
+            )
             .await?;
         let counted: Vec<bool> = created.iter().map(|c| matches!(c, Ok(true))).collect();
         let counts = PageBatchCounts::of(hits, &counted);
 
         // 2. The totals and days of every key of the batch.
         let plans = plan_keys(hits, &created, &counts);
-        let outcomes = self.add_to_pages(client, &plans, deadline).await;
+        let outcomes = METRICS
+            .timed(
+                "page_batch_counters",
+                self.add_to_pages(client, &plans, deadline),
+            )
+            .await;
         let mut total_after = HashMap::new();
         let mut day_after = HashMap::new();
         let mut key_errors: HashMap<&PageKey, StoreError> = HashMap::new();
@@ -140,6 +203,9 @@ impl AerospikeStore {
             let (total, days) = match outcome {
                 Ok(after) => after,
                 Err(failure) => {
+                    if matches!(failure.error, StoreError::Failed(_)) {
+                        self.inner.faults.record(PAGES_SET, &failure.error);
+                    }
                     if failure.in_doubt {
                         tracing::error!(key = %plan.key, hits = plan.added, error = %failure.error,
                             "page total update in doubt; its page hit records stay");
@@ -171,9 +237,19 @@ impl AerospikeStore {
             .filter(|(hit, c)| **c && surely_failed.contains(&hit.key))
             .map(|(hit, _)| hit.id.to_string());
         let why = "page hit record written but not counted";
+        let tallies = Tallies {
+            counts: &counts,
+            surely_failed: &surely_failed,
+            unread: &key_errors,
+            total_after: &total_after,
+            day_after: &day_after,
+        };
         tokio::join!(
             self.forget_records(client, PAGE_HITS_SET, uncounted, why),
-            self.add_visitors_and_days(client, &counts, &surely_failed, deadline),
+            METRICS.timed(
+                "page_batch_days_and_tops",
+                self.add_visitors_days_and_tops(client, &tallies, deadline),
+            ),
         );
 
         let numbered = number_page_batch(hits, &counted, &counts, &total_after, &day_after);
@@ -244,22 +320,24 @@ impl AerospikeStore {
             .collect()
     }
 
-    /// Step 3: the visitors of each key and day, and each day's hits on all keys,
-    /// for the keys whose totals did not surely fail. Failures are logged only.
-    async fn add_visitors_and_days(
+    /// Step 3: the visitors of each key and day, each day's hits on all keys and
+    /// the top lists, for the keys whose totals did not surely fail. A row that
+    /// fails is a write fault: logged and counted, the hits stay answered.
+    async fn add_visitors_days_and_tops(
         &self,
         client: &Client,
-        counts: &PageBatchCounts,
-        surely_failed: &HashSet<&PageKey>,
+        tallies: &Tallies<'_>,
         deadline: Instant,
     ) {
         let policy = BatchWritePolicy {
             send_key: true,
             ..BatchWritePolicy::default()
         };
+        let counted = |key: &PageKey| !tallies.surely_failed.contains(key);
+        let known = |key: &PageKey| !tallies.unread.contains_key(key);
         let mut rows = Vec::new();
-        for ((key, day), visitors) in &counts.visitors {
-            if surely_failed.contains(key) {
+        for ((key, day), visitors) in &tallies.counts.visitors {
+            if !counted(key) {
                 continue;
             }
             let Ok(record) = self.key(PAGE_VISITORS_SET, &visitors_key(key, *day)) else {
@@ -282,40 +360,180 @@ impl AerospikeStore {
             ];
             rows.push(BatchOperation::write(&policy, record, ops));
         }
-        let mut per_day: BTreeMap<Day, Vec<(&PageKey, u64)>> = BTreeMap::new();
-        for ((key, day), &hits) in &counts.per_key_day {
-            if !surely_failed.contains(key) {
-                per_day.entry(*day).or_default().push((key, hits));
+        // Per day: the hits the batch adds, and its counters with their counts.
+        let mut per_day: BTreeMap<Day, DayOffer<'_>> = BTreeMap::new();
+        for ((key, day), &hits) in &tallies.counts.per_key_day {
+            if counted(key) {
+                let day_offer = per_day.entry(*day).or_default();
+                day_offer.hits += hits;
+                if known(key) {
+                    day_offer
+                        .counters
+                        .push((key, tallies.day_after[&(key.clone(), *day)]));
+                }
             }
         }
-        for (day, keys) in per_day {
+        for (
+            day,
+            DayOffer {
+                hits,
+                counters: offered,
+            },
+        ) in per_day
+        {
             let Ok(record) = self.key(PAGE_DAYS_SET, &day.to_string()) else {
                 continue;
             };
-            let hits: u64 = keys.iter().map(|(_, n)| n).sum();
             let mut ops = vec![
                 operations::put(&Bin::new(DAY_BIN, Value::from(day.to_string()))),
                 operations::add(&Bin::new(HITS_BIN, Value::from(hits as i64))),
+                operations::put(&Bin::new(OLD_PAGES_BIN, Value::Nil)),
             ];
-            for (key, hits) in keys {
-                ops.push(maps::increment_value(
-                    &KEY_ORDERED,
-                    PAGES_BIN,
-                    Value::from(key.as_str().to_owned()),
-                    Value::from(hits as i64),
-                ));
-            }
+            ops.extend(self.offers(&day.to_string(), offered));
             rows.push(BatchOperation::write(&policy, record, ops));
+        }
+        let all_time: Vec<(&PageKey, u64)> = tallies
+            .counts
+            .per_key
+            .keys()
+            .filter(|key| known(key))
+            .map(|key| (key, tallies.total_after[key]))
+            .collect();
+        let offers = self.offers(ALL_TIME_KEY, all_time);
+        if !offers.is_empty()
+            && let Ok(record) = self.key(PAGE_TOPS_SET, ALL_TIME_KEY)
+        {
+            rows.push(BatchOperation::write(&policy, record, offers));
         }
         if rows.is_empty() {
             return;
         }
         batch_with_retries(client, &mut rows, deadline).await;
-        for row in rows.iter().filter(|row| row.record().is_none()) {
+        for row in &rows {
             let record = &row.batch_record().key;
-            let error = row_failure(row).error;
-            tracing::warn!(set = record.set_name(), key = ?record.user_key(), %error,
-                "visitors or day totals of a page hit batch not counted");
+            match row.record() {
+                Some(answer) if record.set_name() != PAGE_VISITORS_SET => {
+                    let list = match record.user_key() {
+                        Some(Value::String(list)) => list.clone(),
+                        _ => continue,
+                    };
+                    self.learn_top_cut(list, last_value(&answer.bins, TOP_BIN));
+                }
+                Some(_) => {}
+                None => {
+                    let error = row_failure(row).error;
+                    tracing::warn!(set = record.set_name(), key = ?record.user_key(), %error,
+                        "visitors, day totals or top list of a page hit batch not counted");
+                    self.inner.faults.record(record.set_name(), &error);
+                }
+            }
+        }
+    }
+
+    /// The ops that offer counters with their counts now to the top list `list`
+    /// (a day, or [`ALL_TIME_KEY`]), then trim it and read back its last entry;
+    /// none if no counter can enter it.
+    fn offers<'k>(
+        &self,
+        list: &str,
+        offered: impl IntoIterator<Item = (&'k PageKey, u64)>,
+    ) -> Vec<aerospike::operations::Operation> {
+        let cut = self.top_cut(list);
+        let mut ops = Vec::new();
+        for (key, hits) in offered {
+            if let Some((cut_hits, cut_key)) = &cut
+                && !ranks_before(hits, key.as_str(), *cut_hits, cut_key.as_str())
+            {
+                continue;
+            }
+            let stored = -(hits as i64);
+            let name = || exp::string_val(key.as_str().to_owned());
+            ops.push(maps::put(
+                &PUT_IF_ABSENT,
+                TOP_BIN,
+                Value::from(key.as_str().to_owned()),
+                Value::from(stored),
+            ));
+            // Lowers the stored value (raises the count) only: an offer from an
+            // older batch may land after a newer one.
+            ops.push(write_exp(
+                TOP_BIN,
+                exp::cond(vec![
+                    exp::lt(
+                        exp::int_val(stored),
+                        exp::maps::get_by_key(
+                            MapReturnType::VALUE,
+                            ExpType::Int,
+                            name(),
+                            exp::map_bin(TOP_BIN),
+                            &[],
+                        ),
+                    ),
+                    exp::maps::put(
+                        &KEY_ORDERED,
+                        name(),
+                        exp::int_val(stored),
+                        exp::map_bin(TOP_BIN),
+                        &[],
+                    ),
+                    exp::map_bin(TOP_BIN),
+                ]),
+                ExpWriteFlags::DEFAULT,
+            ));
+        }
+        if !ops.is_empty() {
+            ops.push(maps::remove_by_rank_range_from(
+                TOP_BIN,
+                TOP_KEPT as i64,
+                MapReturnType::NONE,
+            ));
+            ops.push(maps::get_by_rank_range_from(
+                TOP_BIN,
+                TOP_KEPT as i64 - 1,
+                MapReturnType::KEY_VALUE,
+            ));
+        }
+        ops
+    }
+
+    /// The last entry of the top list `list` as this gateway last saw it, once
+    /// the list is full: a counter that does not rank before it cannot enter.
+    fn top_cut(&self, list: &str) -> Option<(u64, PageKey)> {
+        self.inner
+            .top_cuts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(list)
+            .cloned()
+    }
+
+    /// Keeps the last entry a top list answered (the read after its trim).
+    fn learn_top_cut(&self, list: String, answer: Option<&Value>) {
+        let Some(last) = answer.map(top_entries).and_then(|e| e.into_iter().next()) else {
+            return;
+        };
+        let mut cuts = self
+            .inner
+            .top_cuts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // One cut per day is kept for a few days only.
+        if cuts.len() > 8 {
+            let mut days: Vec<String> = cuts
+                .keys()
+                .filter(|k| *k != ALL_TIME_KEY)
+                .cloned()
+                .collect();
+            days.sort();
+            for day in &days[..days.len().saturating_sub(4)] {
+                cuts.remove(day);
+            }
+        }
+        let newer = cuts
+            .get(&list)
+            .is_none_or(|(hits, key)| ranks_before(last.1, last.0.as_str(), *hits, key.as_str()));
+        if newer {
+            cuts.insert(list, (last.1, last.0));
         }
     }
 
@@ -394,51 +612,49 @@ impl AerospikeStore {
         let client = self.client()?;
         let days: Vec<Day> = range.days().collect();
         let read = BatchReadPolicy::default();
-        // The day's top keys come with its hits: the `limit + 1` highest, one
-        // more than needed to tell whether a tie crosses the cut.
-        let rank = -i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let mut rows = days
             .iter()
             .map(|day| {
                 let record = self.key(PAGE_DAYS_SET, &day.to_string())?;
-                Ok(if *day == range.last {
-                    let ops = [
-                        operations::get_bin(HITS_BIN),
-                        maps::get_by_rank_range_from(PAGES_BIN, rank, MapReturnType::KEY_VALUE),
-                    ];
-                    BatchOperation::read_ops(&read, record, ops)
+                let bins = if *day == range.last {
+                    Bins::from([HITS_BIN, TOP_BIN])
                 } else {
-                    BatchOperation::read(&read, record, Bins::from([HITS_BIN]))
-                })
+                    Bins::from([HITS_BIN])
+                };
+                Ok(BatchOperation::read(&read, record, bins))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let (all_time, ()) = tokio::join!(
-            self.top_totals(client, limit, deadline),
-            batch_with_retries(client, &mut rows, deadline),
-        );
-        let all_time = all_time?;
+        rows.push(BatchOperation::read(
+            &read,
+            self.key(PAGE_TOPS_SET, ALL_TIME_KEY)?,
+            Bins::from([TOP_BIN]),
+        ));
+        batch_with_retries(client, &mut rows, deadline).await;
+        let list_of = |row: &BatchOperation| match row.record() {
+            Some(record) => Ok((
+                count(record.bins.get(HITS_BIN)).unwrap_or(0),
+                record
+                    .bins
+                    .get(TOP_BIN)
+                    .map(top_entries)
+                    .unwrap_or_default(),
+            )),
+            None if absent(row) => Ok((0, Vec::new())),
+            None => Err(row_failure(row).error),
+        };
+        let (_, all_time) = list_of(rows.last().expect("the all-time row is there"))?;
         let mut per_day = Vec::with_capacity(days.len());
         let mut today = Vec::new();
         for (day, row) in days.into_iter().zip(&rows) {
-            let hits = match row.record() {
-                Some(record) => {
-                    if day == range.last {
-                        today = last_value(&record.bins, PAGES_BIN)
-                            .map(page_counts)
-                            .unwrap_or_default();
-                    }
-                    count(last_value(&record.bins, HITS_BIN)).unwrap_or(0)
-                }
-                None if absent(row) => 0,
-                None => return Err(row_failure(row).error),
-            };
+            let (hits, top) = list_of(row)?;
+            if day == range.last {
+                today = top;
+            }
             per_day.push(DayHits { day, hits });
         }
-        let today = self
-            .settle_ties(client, range.last, today, limit, deadline)
-            .await?;
         let totals = |entries: Vec<(PageKey, u64)>| {
-            entries
+            TopList::from_entries(entries)
+                .top(limit)
                 .into_iter()
                 .map(|(key, hits)| PageTotal { key, hits })
                 .collect()
@@ -450,52 +666,22 @@ impl AerospikeStore {
         })
     }
 
-    /// The day's top `limit` from its `limit + 1` highest entries. If the lowest
-    /// of those ties with the `limit`-th, the server chose among equal counts:
-    /// reads every entry of that count or more, so ties go by key as everywhere.
-    async fn settle_ties(
-        &self,
-        client: &Client,
-        day: Day,
-        highest: Vec<(PageKey, u64)>,
-        limit: usize,
-        deadline: Instant,
-    ) -> Result<Vec<(PageKey, u64)>, StoreError> {
-        let mut values: Vec<u64> = highest.iter().map(|(_, n)| *n).collect();
-        values.sort_unstable_by(|a, b| b.cmp(a));
-        let cut = match values.get(limit.wrapping_sub(1)..=limit) {
-            Some([kept, next]) if kept == next && limit > 0 => *kept,
-            _ => return Ok(top(highest, limit)),
-        };
-        let mut policy = WritePolicy::default();
-        policy.base_policy.total_timeout = millis_until(deadline);
-        let record_key = self.key(PAGE_DAYS_SET, &day.to_string())?;
-        let ops = [maps::get_by_value_range(
-            PAGES_BIN,
-            Value::from(cut as i64),
-            Value::Nil,
-            MapReturnType::KEY_VALUE,
-        )];
-        let record = client
-            .operate(&policy, &record_key, &ops)
+    /// A cluster from before the top lists gets its all-time list once, from a
+    /// query of `pages` (bin `total` only), when a gateway connects and finds
+    /// no list. Hits counted meanwhile offer themselves as usual: an offer only
+    /// raises a count, so the two cannot undo each other.
+    pub(super) async fn build_all_time_top(&self, client: &Client) -> Result<(), StoreError> {
+        let record = self.key(PAGE_TOPS_SET, ALL_TIME_KEY)?;
+        match client
+            .get(&ReadPolicy::default(), &record, Bins::from([TOP_BIN]))
             .await
-            .map_err(|e| unavailable_or_failed(&e))?;
-        let entries = last_value(&record.bins, PAGES_BIN)
-            .map(page_counts)
-            .unwrap_or_default();
-        Ok(top(entries, limit))
-    }
-
-    /// The `limit` highest totals: a query of `pages` reading only `total`,
-    /// cut down to the top as it streams.
-    async fn top_totals(
-        &self,
-        client: &Client,
-        limit: usize,
-        deadline: Instant,
-    ) -> Result<Vec<(PageKey, u64)>, StoreError> {
+        {
+            Ok(_) => return Ok(()),
+            Err(error) if error.matches(&[ResultCode::KeyNotFoundError]) => {}
+            Err(error) => return Err(unavailable_or_failed(&error)),
+        }
         let mut policy = query_policy();
-        policy.base_policy.total_timeout = millis_until(deadline);
+        policy.base_policy.total_timeout = 120_000;
         let statement = Statement::new(
             self.inner.namespace.as_str(),
             PAGES_SET,
@@ -506,29 +692,32 @@ impl AerospikeStore {
             .await
             .map_err(|e| unavailable_or_failed(&e))?;
         let mut stream = records.into_stream();
-        let mut best = Vec::new();
-        let mut chunk = Vec::with_capacity(TOP_CHUNK);
+        let mut best = TopList::default();
+        let mut counters = 0_u64;
         while let Some(record) = stream.next().await {
             let record = record.map_err(|e| unavailable_or_failed(&e))?;
-            let key = match record.key.as_ref().and_then(|k| k.user_key()) {
-                Some(Value::String(key)) => key.parse::<PageKey>(),
-                _ => {
-                    tracing::warn!(
-                        "a pages record has no stored key; was it written without send_key?"
-                    );
-                    continue;
-                }
-            };
-            let Ok(key) = key else {
-                tracing::warn!("a pages record has an invalid counter key");
+            let Some(Value::String(key)) = record.key.as_ref().and_then(|k| k.user_key()) else {
                 continue;
             };
-            chunk.push((key, count(record.bins.get(TOTAL_BIN)).unwrap_or(0)));
-            if chunk.len() == TOP_CHUNK {
-                best = top(best.into_iter().chain(chunk.drain(..)), limit);
+            if let Ok(key) = key.parse::<PageKey>() {
+                counters += 1;
+                best.offer(&key, count(record.bins.get(TOTAL_BIN)).unwrap_or(0));
             }
         }
-        Ok(top(best.into_iter().chain(chunk), limit))
+        let entries = best.top(TOP_KEPT);
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let ops = self.offers(ALL_TIME_KEY, entries.iter().map(|(k, n)| (k, *n)));
+        let deadline = Instant::now() + self.inner.timeout;
+        let mut write = self.write_policy(deadline);
+        write.base_policy.max_retries = 2;
+        client
+            .operate(&write, &record, &ops)
+            .await
+            .map_err(|e| unavailable_or_failed(&e))?;
+        tracing::info!(counters, "built the all-time top list from every counter");
+        Ok(())
     }
 
     /// The day's secret: read it, or make it if no gateway has yet. A create-only
@@ -709,12 +898,14 @@ fn day_counts(value: &Value) -> BTreeMap<Day, u64> {
         .collect()
 }
 
-/// `page_days.pages` entries as counts per key.
-fn page_counts(value: &Value) -> Vec<(PageKey, u64)> {
+/// A top list's entries (counter key → minus its hits) as counts per key.
+fn top_entries(value: &Value) -> Vec<(PageKey, u64)> {
     map_entries(value)
         .into_iter()
-        .filter_map(|(key, hits)| match key {
-            Value::String(key) => Some((key.parse().ok()?, count(Some(hits))?)),
+        .filter_map(|(key, hits)| match (key, hits) {
+            (Value::String(key), Value::Int(minus)) => {
+                Some((key.parse().ok()?, u64::try_from(minus.checked_neg()?).ok()?))
+            }
             _ => None,
         })
         .collect()
@@ -791,11 +982,12 @@ mod tests {
             .map(|(d, n)| (d.to_string(), n))
             .collect();
         assert_eq!(counts, [("2025-11-24".into(), 3), ("2025-11-25".into(), 2)]);
-        let pages = Value::SortedMap(BTreeMap::from([
-            (Value::from("blog/a"), Value::Int(5)),
-            (Value::from("a b"), Value::Int(9)),
+        let top = Value::SortedMap(BTreeMap::from([
+            (Value::from("blog/a"), Value::Int(-5)),
+            (Value::from("a b"), Value::Int(-9)),
+            (Value::from("blog/b"), Value::Int(3)),
         ]));
-        assert_eq!(page_counts(&pages), [("blog/a".parse().unwrap(), 5)]);
+        assert_eq!(top_entries(&top), [("blog/a".parse().unwrap(), 5)]);
         let answers = IndexMap::from([(
             TOTAL_BIN.to_owned(),
             Value::MultiResult(vec![Value::Nil, Value::Int(7)]),

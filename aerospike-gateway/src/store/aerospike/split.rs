@@ -41,7 +41,7 @@ use super::{
 };
 use crate::metrics::METRICS;
 use crate::reconcile;
-use crate::store::Store;
+use crate::store::{Retention, Store};
 
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 /// Polls in a row that must see two clusters before the gateway calls it a split.
@@ -219,6 +219,12 @@ impl AerospikeStore {
 
     /// One repair attempt: `Ok(None)` if hits were being counted meanwhile.
     async fn repair(&self, client: &Client) -> Result<Option<String>, StoreError> {
+        if self.hit_retention() != Retention::FOREVER {
+            return Ok(Some(
+                "not repaired: hit records expire (HIT_RETENTION), so they no longer prove the counters"
+                    .into(),
+            ));
+        }
         let before = self.summary().await?;
         if self.unfinished_batches(client).await? > 0 {
             return Ok(None);
