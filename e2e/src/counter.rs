@@ -151,6 +151,25 @@ impl Gateway {
         get_json(&format!("{}{}", self.url, paths::AUDIT)).await
     }
 
+    /// The audit once it is consistent: what a killed gateway left half done on
+    /// a shared cluster (an earlier test's, or this one's) is finished by the
+    /// sweepers, with nobody acting, within seconds. Panics with the last audit
+    /// if that takes over a minute.
+    pub async fn settled_audit(&self) -> Audit {
+        let started = Instant::now();
+        loop {
+            let audit = self.audit().await;
+            if audit.consistent {
+                return audit;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the store did not become consistent within 60 s: {audit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.log_dir.join("gateway.log")).unwrap_or_default()
     }
