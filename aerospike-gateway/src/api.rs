@@ -22,7 +22,7 @@ use futures::future::join_all;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::metrics::{Kind, METRICS};
+use crate::metrics::METRICS;
 use crate::recorder::Recorder;
 use crate::store::pages::{DayRange, PageHitToCount};
 use crate::store::{MAX_LATEST_HITS, Store, StoreError};
@@ -107,10 +107,7 @@ async fn record_hit_batch<S: Store>(
     body: Body,
 ) -> Result<Json<BatchOutcomes<Recorded>>, Problem> {
     let hits = parse_batch::<Hit>(&headers, body, HIT_SHAPE).await?;
-    METRICS
-        .hits_per_call
-        .get_or_create(&Kind { kind: "tutorial" })
-        .observe(hits.len() as f64);
+    METRICS.call_carried("tutorial", hits.len());
     let results = join_all(
         hits.into_iter()
             .map(|(hit, caller)| state.recorder.record(hit, caller)),
@@ -126,10 +123,7 @@ async fn record_page_hit_batch<S: Store>(
     body: Body,
 ) -> Result<Json<BatchOutcomes<PageRecorded>>, Problem> {
     let hits = parse_batch::<PageHit>(&headers, body, PAGE_HIT_SHAPE).await?;
-    METRICS
-        .hits_per_call
-        .get_or_create(&Kind { kind: "page" })
-        .observe(hits.len() as f64);
+    METRICS.call_carried("page", hits.len());
     let results = join_all(hits.into_iter().map(|(hit, caller)| async {
         let hit = state.visitors.prepare(hit, today()).await?;
         state.page_recorder.record(hit, caller).await

@@ -224,6 +224,13 @@ impl Metrics {
             .inc();
     }
 
+    /// One batch call from the web tier carried `hits` hits of `kind`.
+    pub fn call_carried(&self, kind: &'static str, hits: usize) {
+        self.hits_per_call
+            .get_or_create(&Kind { kind })
+            .observe(hits as f64);
+    }
+
     pub fn retried(&self, cause: &'static str) {
         self.store_retries.get_or_create(&Cause { cause }).inc();
     }

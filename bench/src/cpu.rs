@@ -45,6 +45,31 @@ pub struct Reading {
 }
 
 impl Tiers {
+    /// The whole hit path: a web runtime calling a gateway.
+    pub fn full_path(web: i32, gateway: i32) -> Self {
+        Self {
+            web: Some(web),
+            gateway: Some(gateway),
+            store: Vec::new(),
+        }
+    }
+
+    /// A web runtime alone: a static page, or the tutorial's app.
+    pub fn web(pid: i32) -> Self {
+        Self {
+            web: Some(pid),
+            ..Self::default()
+        }
+    }
+
+    /// A gateway driven directly.
+    pub fn gateway(pid: i32) -> Self {
+        Self {
+            gateway: Some(pid),
+            ..Self::default()
+        }
+    }
+
     /// Adds the local Aerospike server listening on `seed`'s port, if any.
     pub fn with_local_asd(mut self, seed: &str) -> Self {
         self.store = seed

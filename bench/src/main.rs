@@ -101,15 +101,8 @@ async fn main() -> anyhow::Result<()> {
     .await;
     let badge_row = badge_row_name(&args, "embedded");
     table.compare(&badge_row, "full path, embedded", Some(BADGE_FLOOR));
-    let full_path = Tiers {
-        web: Some(web.pid()),
-        gateway: Some(gateway.pid()),
-        store: Vec::new(),
-    };
-    let gateway_alone = Tiers {
-        gateway: Some(gateway.pid()),
-        ..Tiers::default()
-    };
+    let full_path = Tiers::full_path(web.pid(), gateway.pid());
+    let gateway_alone = Tiers::gateway(gateway.pid());
     let targets = [
         (
             target("full path, embedded", &web.url, Ask::CounterPage),
@@ -135,14 +128,11 @@ async fn main() -> anyhow::Result<()> {
                 &gateway.url,
                 distinct_keys(),
             ),
-            gateway_alone.clone(),
+            gateway_alone,
         ),
         (
             target("static page (ceiling)", &ceiling.url, Ask::AnyPage),
-            Tiers {
-                web: Some(ceiling.pid()),
-                ..Tiers::default()
-            },
+            Tiers::web(ceiling.pid()),
         ),
     ];
     let mut targets = targets.to_vec();
@@ -169,10 +159,7 @@ async fn main() -> anyhow::Result<()> {
             .await;
             targets.push((
                 target(SPIN_CEILING, &ceiling.url, Ask::AnyPage),
-                Tiers {
-                    web: Some(ceiling.pid()),
-                    ..Tiers::default()
-                },
+                Tiers::web(ceiling.pid()),
             ));
             Some((web, ceiling))
         }
@@ -204,17 +191,8 @@ async fn main() -> anyhow::Result<()> {
         let base = gateway.summary().await.total_hits;
         let badge_row = badge_row_name(&args, "Aerospike");
         table.compare(&badge_row, "full path, Aerospike", Some(BADGE_FLOOR));
-        let full_path = Tiers {
-            web: Some(web.pid()),
-            gateway: Some(gateway.pid()),
-            store: Vec::new(),
-        }
-        .with_local_asd(&seed);
-        let gateway_alone = Tiers {
-            gateway: Some(gateway.pid()),
-            ..Tiers::default()
-        }
-        .with_local_asd(&seed);
+        let full_path = Tiers::full_path(web.pid(), gateway.pid()).with_local_asd(&seed);
+        let gateway_alone = Tiers::gateway(gateway.pid()).with_local_asd(&seed);
         let targets = [
             (
                 target("full path, Aerospike", &web.url, Ask::CounterPage),
@@ -240,7 +218,7 @@ async fn main() -> anyhow::Result<()> {
                     &gateway.url,
                     distinct_keys(),
                 ),
-                gateway_alone.clone(),
+                gateway_alone,
             ),
         ];
         let mut targets = targets.to_vec();
@@ -280,11 +258,7 @@ async fn main() -> anyhow::Result<()> {
                         &format!("http://{authority}"),
                         Ask::CounterPage,
                     );
-                    let tiers = Tiers {
-                        web: Some(process.pid().as_raw()),
-                        ..Tiers::default()
-                    }
-                    .with_local_asd(&seed);
+                    let tiers = Tiers::web(process.pid().as_raw()).with_local_asd(&seed);
                     let acknowledged = run_all(
                         &mut table,
                         &[(tutorial, tiers)],
@@ -343,11 +317,7 @@ async fn traced_full_path(
     )
     .await;
     let web = Web::start(&gateway.url, "bench-web-traced", dir, &[]).await;
-    let tiers = Tiers {
-        web: Some(web.pid()),
-        gateway: Some(gateway.pid()),
-        store: Vec::new(),
-    };
+    let tiers = Tiers::full_path(web.pid(), gateway.pid());
     table.compare(ROW, "full path, embedded", None);
     let targets = [(target(ROW, &web.url, Ask::CounterPage), tiers)];
     let acknowledged = run_all(table, &targets, &args.concurrency, duration, 0).await;
@@ -377,11 +347,7 @@ async fn spin_full_path(
     .await;
     let name = format!("full path on Spin, {store}");
     table.compare(&name, SPIN_CEILING, None);
-    let tiers = Tiers {
-        web: Some(web.pid()),
-        gateway: Some(gateway.pid()),
-        store: Vec::new(),
-    };
+    let tiers = Tiers::full_path(web.pid(), gateway.pid());
     let tiers = match seed {
         Some(seed) => tiers.with_local_asd(seed),
         None => tiers,

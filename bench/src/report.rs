@@ -82,13 +82,13 @@ enum Limit {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum Quantile {
+enum Quantile {
     P99,
     P999,
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum Tier {
+enum Tier {
     Gateway,
     Asd,
 }

@@ -25,6 +25,8 @@
 //! 4. **The release**, after the hits are answered: the `batch` bins are removed
 //!    (only after every counter is written: a cleared bin means "counted") and
 //!    the intent is deleted. `aql` then shows `test.hits` as the tutorial does.
+//!    A releaser task does this in rounds, for every batch counted since its
+//!    last round at once: two batch calls a round, not two per group commit.
 //!
 //! A writer (one per gateway process and kind of hit, renewed every
 //! [`WRITER_LIFETIME`]) finishes its batches in order, so per writer the map
@@ -558,18 +560,6 @@ impl AerospikeStore {
         })
     }
 
-    /// Step 4 for one batch; answers whether it is released.
-    async fn release(&self, client: &Client, batch: &BatchId, owned_ids: &[HitId]) -> bool {
-        let release = Release {
-            batch: batch.clone(),
-            owned_ids: owned_ids.to_vec(),
-        };
-        self.release_all(client, std::slice::from_ref(&release))
-            .await
-            .into_iter()
-            .all(|released| released)
-    }
-
     /// Step 4 for several batches at once: one batch call clears the markers of
     /// all their hit records (each only where it still names its batch), and a
     /// second deletes the intents of the batches whose markers are all gone.
@@ -726,9 +716,17 @@ impl AerospikeStore {
             };
             match finished.await {
                 Ok(owned_ids) => {
-                    if self.release(client, &batch, &owned_ids).await {
+                    let counted = owned_ids.len();
+                    let release = Release {
+                        batch: batch.clone(),
+                        owned_ids,
+                    };
+                    if self
+                        .release_all(client, std::slice::from_ref(&release))
+                        .await[0]
+                    {
                         METRICS.swept_batches.inc();
-                        tracing::info!(%batch, hits = hits.len(), counted = owned_ids.len(),
+                        tracing::info!(%batch, hits = hits.len(), counted,
                             "finished a batch its gateway left unfinished");
                     }
                 }
