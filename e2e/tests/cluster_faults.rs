@@ -115,7 +115,10 @@ async fn run(fault: Fault) {
         )));
     }
 
-    let readiness = tokio::spawn(watch_readyz(gateway_b.url.clone(), stop.clone()));
+    // Either gateway may be the one to see a short split (`splits` below counts
+    // both), so both are watched.
+    let readiness = [&gateway_a, &gateway_b]
+        .map(|gateway| tokio::spawn(watch_readyz(gateway.url.clone(), stop.clone())));
     tokio::time::sleep(BEFORE).await;
     let victim = 1; // a node, or gateway A
     match fault {
@@ -150,7 +153,10 @@ async fn run(fault: Fault) {
         }
     }
     let load_over = Instant::now();
-    let said_split = readiness.await.expect("the readiness watch");
+    let mut said_split = false;
+    for watch in readiness {
+        said_split |= watch.await.expect("the readiness watch");
+    }
 
     // With no one doing anything: the audit comes to agree.
     let audit = loop {
@@ -380,7 +386,11 @@ async fn watch_readyz(gateway: String, stop: Arc<AtomicBool>) -> bool {
     let client = http_client();
     let mut said_split = false;
     while !stop.load(Ordering::SeqCst) {
-        if let Ok(response) = client.get(format!("{gateway}/readyz")).send().await
+        // A frozen gateway answers nothing; the watch asks again.
+        let ask = client
+            .get(format!("{gateway}/readyz"))
+            .timeout(Duration::from_secs(1));
+        if let Ok(response) = ask.send().await
             && response.status() == 503
         {
             said_split |= response.text().await.unwrap_or_default().contains("split");
