@@ -236,7 +236,9 @@ impl Drop for ServerSetting {
 async fn key_busy_on_the_hot_counter_is_retried_not_shown() {
     const GATEWAYS: usize = 3;
     const HITS: usize = 600;
-    const ROUNDS: usize = 50;
+    // Rounds stop at the first KEY_BUSY (usually within 20); on a busy machine
+    // one fresh-clone run met none in 50, so there is room for more.
+    const ROUNDS: usize = 200;
     let _turn = Backend::Aerospike.exclusive().await;
     let hosts = Backend::aerospike_hosts().expect(SKIP);
     // One pending transaction per record, so contention turns into KEY_BUSY fast.
