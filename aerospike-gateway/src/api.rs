@@ -449,6 +449,7 @@ async fn audit<S: Store>(State(state): State<Arc<AppState<S>>>) -> Result<Json<A
         summary,
         hit_records,
         findings,
+        pages: counter_api::PagesAudit::default(),
     }))
 }
 

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::{Hit, ServerId};
+use crate::{Day, Hit, PageKey, ServerId};
 
 /// The gateway's answer to a recorded hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,12 +73,58 @@ pub struct Audit {
     pub summary: Summary,
     /// Hit records counted per server; `total_hits` is the number of hit records.
     pub hit_records: Summary,
-    /// True when the two agree.
+    /// True when the two agree, and so do the named counters
+    /// ([`PagesAudit::consistent`]).
     pub consistent: bool,
     /// What the store knows is wrong now, in words: a split cluster, batches
     /// still being counted, a repair waiting for a pause in hits.
     #[serde(default)]
     pub findings: Vec<String>,
+    /// The named counters next to their page hit records.
+    #[serde(default)]
+    pub pages: PagesAudit,
+}
+
+/// The named counters next to what their page hit records add up to, over the
+/// days whose page hit records are all still kept (`PAGE_HIT_RETENTION`): one
+/// counter's hits on a day against its records of that day, and each day's
+/// hits on all counters (`page_days`) against all records of that day.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PagesAudit {
+    /// The days compared, oldest first: every day that has page hit records
+    /// and whose records cannot have expired yet.
+    pub days: Vec<Day>,
+    /// Counters with hits on those days.
+    pub counters: u64,
+    /// Their hits on those days, as the counters hold them.
+    pub counted: u64,
+    /// The page hit records of those days.
+    pub hit_records: u64,
+    /// Hits on all counters on those days, as the day totals hold them.
+    pub day_totals: u64,
+    /// Counters whose total is not the sum of their days (0 unless a record
+    /// was edited by hand: both change in one write).
+    pub totals_off_days: u64,
+    /// Where they differ, at most [`PagesAudit::MAX_DRIFT`] entries.
+    pub drift: Vec<PageDrift>,
+    /// True when nothing differs.
+    pub consistent: bool,
+}
+
+impl PagesAudit {
+    /// The most [`PageDrift`] entries an audit lists.
+    pub const MAX_DRIFT: usize = 100;
+}
+
+/// One count that differs from the page hit records it counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageDrift {
+    /// The counter, or none for the day's hits on all counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PageKey>,
+    pub day: Day,
+    pub counted: u64,
+    pub hit_records: u64,
 }
 
 /// Every 4xx and 5xx answer of the gateway carries this body.
