@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use counter_api::{Audit, LatestHits, Summary, paths};
+use counter_api::{Audit, LatestHits, PageStats, PagesOverview, Summary, paths};
 use tokio::process::Command;
 use tokio::sync::OwnedMutexGuard;
 
@@ -145,6 +145,16 @@ impl Gateway {
 
     pub async fn latest_hits(&self, limit: usize) -> LatestHits {
         get_json(&format!("{}{}?limit={limit}", self.url, paths::LATEST_HITS)).await
+    }
+
+    /// `GET /v1/pages/<key>?days=D`: one named counter, its last `days` days.
+    pub async fn page_stats(&self, key: &str, days: u32) -> PageStats {
+        get_json(&format!("{}{}/{key}?days={days}", self.url, paths::PAGES)).await
+    }
+
+    /// `GET /v1/pages?days=D`: the top counters and all counters' hits per day.
+    pub async fn pages_overview(&self, days: u32) -> PagesOverview {
+        get_json(&format!("{}{}?days={days}", self.url, paths::PAGES)).await
     }
 
     pub async fn audit(&self) -> Audit {

@@ -13,8 +13,10 @@ mod backend;
 mod cluster;
 mod counter;
 pub mod docker;
+mod pages;
 mod process;
 mod proxy;
+mod records;
 
 pub use artifacts::Artifacts;
 pub use backend::Backend;
@@ -22,8 +24,10 @@ pub use cluster::{Cluster, freeze, info};
 pub use counter::{
     Counter, Gateway, Runtime, Setup, WASMTIME_SERVE_FLAGS, Web, free_port, get_json, get_text,
 };
+pub use pages::{PageAnswer, post_page_hit_until_acknowledged};
 pub use process::Process;
 pub use proxy::TcpProxy;
+pub use records::{NAMESPACE, aerospike_client, missing_records};
 
 /// One HTTP client for a test: no connection reuse surprises, bounded waits.
 pub fn http_client() -> reqwest::Client {

@@ -1,11 +1,16 @@
 //! The gateway against a misbehaving Aerospike: a cluster that comes up late and
-//! goes away, and a hot record that answers KEY_BUSY.
+//! goes away, a network that stalls while writes are out (their outcome in
+//! doubt), and a hot record that answers KEY_BUSY.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{Backend, Gateway, TcpProxy, http_client};
+use e2e::{
+    Backend, Gateway, PageAnswer, TcpProxy, Web, http_client, missing_records,
+    post_page_hit_until_acknowledged,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -146,6 +151,187 @@ async fn gateway_rides_out_a_cluster_outage() {
         2,
         "only the two acknowledged hits were counted"
     );
+}
+
+/// Hits sent while the network to the cluster stalls: the gateway's writes for
+/// them are out, and arrive after it gave up on them.
+const IN_DOUBT_HITS: usize = 5;
+/// How long a client retries a hit with its id before the test fails.
+const RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Issue 18, item 4: `POST /api/pages/<key>` hits answered 503 across an
+/// in-doubt write (the network to the cluster stalls: the gateway's writes are
+/// sent, it gives up on them at its store deadline, and they are applied after
+/// that), then retried with their `Idempotency-Key` until acknowledged, are
+/// counted exactly once each: the key's total is the number of distinct hits,
+/// and a hit answered `duplicate: true` has its `page_hits` record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(aerospike_single),
+    ignore = "needs AEROSPIKE_HOSTS to name a single node: only then does a proxy in front of it carry all of the gateway's traffic, so stalling it stalls every write"
+)]
+async fn page_hits_retried_across_an_in_doubt_write_count_once() {
+    let _turn = Backend::Aerospike.exclusive().await;
+    let hosts = Backend::aerospike_hosts().expect(SKIP);
+    let (mut proxy, gateway, dir) = gateway_behind_proxy().await;
+    proxy.connect().await;
+    wait_for_readyz(&gateway, StatusCode::OK).await;
+    let web = Web::start(&gateway.url, &run_id("in-doubt"), dir.path(), &[]).await;
+    let key = format!("{}/in-doubt", run_id("e2e"));
+    let client = http_client();
+    let mut errors = BTreeMap::new();
+
+    // One hit before the stall: the key exists, the connections are up.
+    let first = uuid::Uuid::new_v4().to_string();
+    let answer =
+        post_page_hit_until_acknowledged(&client, &web.url, &key, &first, RETRY_FOR, &mut errors)
+            .await;
+    let PageAnswer::Counted(recorded) = answer else {
+        panic!("the first hit, with nothing wrong, was answered {answer:?}");
+    };
+    assert_eq!(recorded.total, 1);
+
+    proxy.stall();
+    let ids: Vec<String> = (0..IN_DOUBT_HITS)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    let answers = futures::future::join_all(ids.iter().map(|id| {
+        let (client, url) = (client.clone(), format!("{}/api/pages/{key}", web.url));
+        async move {
+            let response = client
+                .post(url)
+                .header("Idempotency-Key", id)
+                .send()
+                .await
+                .expect("the web tier answers");
+            let status = response.status();
+            (status, response.text().await.unwrap_or_default())
+        }
+    }))
+    .await;
+    for (status, body) in &answers {
+        assert_eq!(
+            *status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a page hit while the store stalls: {body}"
+        );
+    }
+    // The gateway has given up on its writes; they are still on their way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.resume();
+
+    let (mut numbers, mut duplicates) = (vec![1], Vec::new());
+    for id in &ids {
+        match post_page_hit_until_acknowledged(&client, &web.url, &key, id, RETRY_FOR, &mut errors)
+            .await
+        {
+            PageAnswer::Counted(recorded) => numbers.push(recorded.total),
+            PageAnswer::Duplicate(_) => duplicates.push(id.clone()),
+            PageAnswer::GaveUp => panic!("{id}: still not acknowledged after {RETRY_FOR:?}"),
+        }
+    }
+    let total = gateway.page_stats(&key, 1).await.total;
+    eprintln!(
+        "{IN_DOUBT_HITS} page hits answered 503 across a stalled write, retried with their ids: \
+         {} counted by the retry, {} answered as duplicates, retries failed {errors:?}; the key's total {total}",
+        numbers.len() - 1,
+        duplicates.len()
+    );
+    assert_eq!(
+        total,
+        1 + IN_DOUBT_HITS as u64,
+        "every distinct hit counted once"
+    );
+    let distinct: HashSet<u64> = numbers.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        numbers.len(),
+        "numbers given twice: {numbers:?}"
+    );
+    assert!(numbers.iter().all(|&n| n <= total), "{numbers:?}");
+    let missing = missing_records(&hosts, "page_hits", &duplicates).await;
+    assert!(
+        missing.is_empty(),
+        "hits answered duplicate: true without a page_hits record: {missing:?}"
+    );
+    // What the stall left to the sweeper is finished: the cluster is shared.
+    let audit = gateway.settled_audit().await;
+    assert!(audit.pages.consistent, "{:?}", audit.pages);
+    web.stop().await;
+}
+
+/// The same for the tutorial's hits, `POST /v1/hits` with ids the test keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(aerospike_single),
+    ignore = "needs AEROSPIKE_HOSTS to name a single node: only then does a proxy in front of it carry all of the gateway's traffic, so stalling it stalls every write"
+)]
+async fn tutorial_hits_retried_across_an_in_doubt_write_count_once() {
+    let _turn = Backend::Aerospike.exclusive().await;
+    let hosts = Backend::aerospike_hosts().expect(SKIP);
+    let (mut proxy, gateway, _dir) = gateway_behind_proxy().await;
+    proxy.connect().await;
+    wait_for_readyz(&gateway, StatusCode::OK).await;
+    let client = http_client();
+    let server = run_id("in-doubt");
+
+    proxy.stall();
+    let hits: Vec<Value> = (0..IN_DOUBT_HITS).map(|_| hit(&server)).collect();
+    let answers =
+        futures::future::join_all(hits.iter().map(|hit| post(&client, &gateway, hit))).await;
+    for (status, body, _) in &answers {
+        assert_eq!(
+            *status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a hit while the store stalls: {body}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.resume();
+
+    let (mut numbers, mut acknowledged, mut errors) = (Vec::new(), Vec::new(), BTreeMap::new());
+    for hit in &hits {
+        let started = Instant::now();
+        loop {
+            let (status, body, _) = post(&client, &gateway, hit).await;
+            if status.is_success() {
+                if status == StatusCode::CREATED {
+                    numbers.push(body["total_hits"].as_u64().expect("a total"));
+                }
+                acknowledged.push(hit["id"].as_str().unwrap().to_owned());
+                break;
+            }
+            *errors.entry(status.as_u16()).or_insert(0_u64) += 1;
+            assert!(
+                started.elapsed() < RETRY_FOR,
+                "{hit}: still not acknowledged after {RETRY_FOR:?}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let total = server_total(&gateway, &server).await;
+    eprintln!(
+        "{IN_DOUBT_HITS} hits answered 503 across a stalled write, retried with their ids: \
+         {} counted by the retry, {} answered as duplicates, retries failed {errors:?}; the server's total {total}",
+        numbers.len(),
+        IN_DOUBT_HITS - numbers.len()
+    );
+    assert_eq!(
+        total, IN_DOUBT_HITS as u64,
+        "every distinct hit counted once"
+    );
+    let distinct: HashSet<u64> = numbers.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        numbers.len(),
+        "numbers given twice: {numbers:?}"
+    );
+    let missing = missing_records(&hosts, "hits", &acknowledged).await;
+    assert!(
+        missing.is_empty(),
+        "acknowledged hits without a hit record: {missing:?}"
+    );
+    gateway.settled_audit().await;
 }
 
 /// A gateway whose only way to the cluster is a proxy that is not forwarding yet.

@@ -7,11 +7,19 @@
 //!
 //! Load runs through the web tier (`GET /`, which talks to gateway A) and,
 //! beside it, straight to gateway B with hit ids the test keeps, retried with the
-//! same id on failure as the component does. After each fault, with no operator
-//! action: every acknowledged N is distinct, every acknowledged hit is counted
-//! and has its hit record, and `GET /v1/audit` becomes consistent within a few
-//! seconds. Each test prints what it saw: acknowledged, counted, hit records,
-//! errors by status, p99, and the time until the audit was consistent.
+//! same id on failure as the component does. Named counters get traffic through
+//! the web tier too: page-API clients on 200 keys, each hit with its own
+//! `Idempotency-Key`, retried with the same key and id after every failure until
+//! it is acknowledged (also after the load stops), and badge clients on 100
+//! other keys, not retried. After each fault, with no operator action: every
+//! acknowledged N is distinct (per key, for the named counters), every
+//! acknowledged hit is counted exactly once and has its hit record, each page-API
+//! key's total is exactly its acknowledged hits, every key's days add up to its
+//! total and all keys to the day's total, and `GET /v1/audit` (its named
+//! counters too) becomes consistent within a few seconds. Each test prints what
+//! it saw, for the tutorial's counter and for the named counters: acknowledged,
+//! counted, hit records, errors by status, p99, and the time until the audit
+//! was consistent.
 //!
 //! Each test starts its own cluster (`e2e::Cluster`: `asd` from `AEROSPIKE_ASD`,
 //! each node in a network namespace); the tests take turns.
@@ -22,13 +30,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use counter_api::{Audit, Recorded};
-use e2e::{Backend, Cluster, Gateway, Web, freeze, http_client, seen_by};
+use e2e::{
+    Backend, Cluster, Gateway, PageAnswer, Web, freeze, http_client, missing_records,
+    post_page_hit_until_acknowledged, seen_by,
+};
 use serde_json::json;
 use tokio::sync::Mutex;
 
-/// Clients through the web tier, and straight to gateway B.
-const WEB_CLIENTS: usize = 12;
+/// Clients through the web tier (`GET /`), and straight to gateway B; the
+/// named counters' clients, through the web tier: page API and badges. 20 in
+/// all, for a 2-core machine that also runs the cluster, gateways and web tier.
+const WEB_CLIENTS: usize = 8;
 const DIRECT_CLIENTS: usize = 4;
+const API_CLIENTS: usize = 4;
+const BADGE_CLIENTS: usize = 4;
+/// The named counters the page-API and badge clients hit, at random.
+const API_KEYS: usize = 200;
+const BADGE_KEYS: usize = 100;
+/// How long a page-API client keeps retrying its last hit after the load ends.
+const FINISH: Duration = Duration::from_secs(60);
 /// The fault comes after this much load, the repair after this much more, and
 /// the load goes on for this long after the repair.
 const BEFORE: Duration = Duration::from_secs(4);
@@ -84,6 +104,54 @@ struct Seen {
     errors: BTreeMap<u16, u64>,
     /// Latencies of the web tier's answers, in ms.
     web_ms: Vec<f64>,
+    /// Page-API hits acknowledged: key, hit id, and the hit's number unless the
+    /// answer was `duplicate: true`.
+    api: Vec<(String, String, Option<u64>)>,
+    /// Page-API hits still unacknowledged when their client gave up: key, id.
+    api_gave_up: Vec<(String, String)>,
+    /// Failed page-API requests (retried) by status (0: no answer).
+    api_errors: BTreeMap<u16, u64>,
+    /// Badges served: key and the count they showed.
+    badges: Vec<(String, u64)>,
+    /// Failed badges (not retried) by status, and by key.
+    badge_errors: BTreeMap<u16, u64>,
+    badge_errors_by_key: BTreeMap<String, u64>,
+}
+
+impl Seen {
+    fn add(&mut self, part: Seen) {
+        self.numbers.extend(part.numbers);
+        self.direct_ids.extend(part.direct_ids);
+        self.web_ms.extend(part.web_ms);
+        self.api.extend(part.api);
+        self.api_gave_up.extend(part.api_gave_up);
+        self.badges.extend(part.badges);
+        for (mine, theirs) in [
+            (&mut self.errors, part.errors),
+            (&mut self.api_errors, part.api_errors),
+            (&mut self.badge_errors, part.badge_errors),
+        ] {
+            for (status, n) in theirs {
+                *mine.entry(status).or_default() += n;
+            }
+        }
+        for (key, n) in part.badge_errors_by_key {
+            *self.badge_errors_by_key.entry(key).or_default() += n;
+        }
+    }
+}
+
+fn api_key(n: usize) -> String {
+    format!("fault/api-{n}")
+}
+
+fn badge_key(n: usize) -> String {
+    format!("fault/badge-{n}")
+}
+
+/// A number from 0 to `below` - 1, from a fresh random UUID.
+fn pick(below: usize) -> usize {
+    (uuid::Uuid::new_v4().as_u128() % below as u128) as usize
 }
 
 async fn run(fault: Fault) {
@@ -114,6 +182,12 @@ async fn run(fault: Fault) {
             stop.clone(),
         )));
     }
+    for _ in 0..API_CLIENTS {
+        load.push(tokio::spawn(api_client(web.url.clone(), stop.clone())));
+    }
+    for _ in 0..BADGE_CLIENTS {
+        load.push(tokio::spawn(badge_client(web.url.clone(), stop.clone())));
+    }
 
     // Either gateway may be the one to see a short split (`splits` below counts
     // both), so both are watched.
@@ -142,17 +216,14 @@ async fn run(fault: Fault) {
     let repaired_in = repair.elapsed();
     tokio::time::sleep(AFTER).await;
     stop.store(true, Ordering::SeqCst);
+    let stopped = Instant::now();
     let mut seen = Seen::default();
     for client in load {
-        let part = client.await.expect("a load client");
-        seen.numbers.extend(part.numbers);
-        seen.direct_ids.extend(part.direct_ids);
-        seen.web_ms.extend(part.web_ms);
-        for (status, n) in part.errors {
-            *seen.errors.entry(status).or_default() += n;
-        }
+        seen.add(client.await.expect("a load client"));
     }
+    // The page-API clients finish their last hit first, retrying it.
     let load_over = Instant::now();
+    let finished_in = stopped.elapsed();
     let mut said_split = false;
     for watch in readiness {
         said_split |= watch.await.expect("the readiness watch");
@@ -170,7 +241,7 @@ async fn run(fault: Fault) {
         let text = answer.text().await.unwrap_or_default();
         if status == 200 {
             let audit: Audit = serde_json::from_str(&text).expect("an Audit");
-            if audit.consistent {
+            if audit.consistent && audit.pages.consistent {
                 break audit;
             }
         }
@@ -192,7 +263,7 @@ async fn run(fault: Fault) {
         .copied()
         .filter(|n| !distinct.insert(*n))
         .collect();
-    let missing_records = missing_hit_records(&hosts, &seen.direct_ids).await;
+    let missing_hit_records = missing_records(&hosts, "hits", &seen.direct_ids).await;
     seen.web_ms.sort_by(f64::total_cmp);
     let p99 = seen
         .web_ms
@@ -224,8 +295,8 @@ async fn run(fault: Fault) {
         "{fault:?}: every counted hit has its hit record"
     );
     assert!(
-        missing_records.is_empty(),
-        "{fault:?}: acknowledged hits without a hit record: {missing_records:?}"
+        missing_hit_records.is_empty(),
+        "{fault:?}: acknowledged hits without a hit record: {missing_hit_records:?}"
     );
     assert!(
         counted >= acknowledged,
@@ -255,13 +326,184 @@ async fn run(fault: Fault) {
             "{fault:?}: /readyz never answered 503 naming the split"
         );
     }
+    check_pages(
+        fault,
+        &gateway_b,
+        &hosts,
+        &seen,
+        &audit,
+        settled_in,
+        finished_in,
+    )
+    .await;
     if fault == Fault::StopNode {
         assert_eq!(
             errors, 0,
             "{fault:?}: clients saw errors while a node left and came back"
         );
+        assert!(
+            seen.api_errors.is_empty() && seen.badge_errors.is_empty(),
+            "{fault:?}: page clients saw errors while a node left and came back: API {:?}, badges {:?}",
+            seen.api_errors,
+            seen.badge_errors
+        );
     }
     drop(web);
+}
+
+/// The named counters after the fault, once the audit agrees: prints what the
+/// page-API and badge clients saw and what was counted, then checks it.
+async fn check_pages(
+    fault: Fault,
+    gateway: &Gateway,
+    hosts: &str,
+    seen: &Seen,
+    audit: &Audit,
+    settled_in: Duration,
+    finished_in: Duration,
+) {
+    // What each key holds: its total and its days (every hit of this run was
+    // on one of the last two days, so 30 cover them all).
+    let mut stored: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for key in (0..API_KEYS)
+        .map(api_key)
+        .chain((0..BADGE_KEYS).map(badge_key))
+    {
+        let stats = gateway.page_stats(&key, 30).await;
+        let days: u64 = stats.days.iter().map(|d| d.hits).sum();
+        stored.insert(key, (stats.total, days));
+    }
+    let day_totals: u64 = gateway
+        .pages_overview(30)
+        .await
+        .days
+        .iter()
+        .map(|d| d.hits)
+        .sum();
+
+    // Page API: acknowledged and numbered, per key.
+    let mut api_acknowledged: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut api_numbers: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (key, _, number) in &seen.api {
+        *api_acknowledged.entry(key).or_default() += 1;
+        if let Some(n) = number {
+            api_numbers.entry(key).or_default().push(*n);
+        }
+    }
+    let api_duplicates = seen.api.iter().filter(|(_, _, n)| n.is_none()).count();
+    let api_ids: Vec<String> = seen.api.iter().map(|(_, id, _)| id.clone()).collect();
+    let missing_page_records = missing_records(hosts, "page_hits", &api_ids).await;
+    let api_counted: u64 = (0..API_KEYS).map(|n| stored[&api_key(n)].0).sum();
+    let api_errors: u64 = seen.api_errors.values().sum();
+
+    // Badges: shown, per key.
+    let mut badge_numbers: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (key, n) in &seen.badges {
+        badge_numbers.entry(key).or_default().push(*n);
+    }
+    let badge_counted: u64 = (0..BADGE_KEYS).map(|n| stored[&badge_key(n)].0).sum();
+    let badge_errors: u64 = seen.badge_errors.values().sum();
+    let all_counted = api_counted + badge_counted;
+
+    eprintln!(
+        "{fault:?} pages: API acknowledged {} ({api_duplicates} as duplicates), counted {api_counted}, \
+         hit records of acknowledged hits missing {}, errors {api_errors} {:?}, unfinished {}, \
+         last hits finished {finished_in:.1?} after the load; badges acknowledged {}, counted {badge_counted}, \
+         errors {badge_errors} {:?}; all keys: counted {all_counted}, day totals {day_totals}; \
+         audit: counted {}, hit records {}, day totals {}, drift {}, consistent {settled_in:.1?} after the load",
+        seen.api.len(),
+        missing_page_records.len(),
+        seen.api_errors,
+        seen.api_gave_up.len(),
+        seen.badges.len(),
+        seen.badge_errors,
+        audit.pages.counted,
+        audit.pages.hit_records,
+        audit.pages.day_totals,
+        audit.pages.drift.len(),
+    );
+
+    assert!(
+        seen.api.len() > 100 && seen.badges.len() > 100,
+        "{fault:?}: the page load ran: {} API hits and {} badges acknowledged",
+        seen.api.len(),
+        seen.badges.len()
+    );
+    assert!(
+        seen.api_gave_up.is_empty(),
+        "{fault:?}: page hits still not acknowledged {FINISH:?} after the load, retried with their ids: {:?}",
+        seen.api_gave_up
+    );
+    for n in 0..API_KEYS {
+        let key = api_key(n);
+        let (total, _) = stored[&key];
+        let acknowledged = api_acknowledged.get(key.as_str()).copied().unwrap_or(0);
+        assert_eq!(
+            total, acknowledged,
+            "{fault:?}: {key} counted {total}, but its clients, retrying every failure with the same id, \
+             had {acknowledged} distinct hits acknowledged"
+        );
+    }
+    assert_eq!(
+        api_counted,
+        seen.api.len() as u64,
+        "{fault:?}: the page API's hits counted once each"
+    );
+    for (key, numbers) in api_numbers.iter().chain(&badge_numbers) {
+        let total = stored[*key].0;
+        let mut distinct = HashSet::new();
+        let repeated: Vec<u64> = numbers
+            .iter()
+            .copied()
+            .filter(|n| !distinct.insert(*n))
+            .collect();
+        assert!(
+            repeated.is_empty(),
+            "{fault:?}: {key}: acknowledged numbers given twice: {repeated:?}"
+        );
+        assert!(
+            numbers.iter().all(|&n| n >= 1 && n <= total),
+            "{fault:?}: {key}: an acknowledged number beyond the counted total {total}: {numbers:?}"
+        );
+    }
+    assert!(
+        missing_page_records.is_empty(),
+        "{fault:?}: acknowledged page hits without a page_hits record: {missing_page_records:?}"
+    );
+    for n in 0..BADGE_KEYS {
+        let key = badge_key(n);
+        let (counted, _) = stored[&key];
+        let shown = badge_numbers.get(key.as_str()).map_or(0, Vec::len) as u64;
+        let failed = seen.badge_errors_by_key.get(&key).copied().unwrap_or(0);
+        assert!(
+            shown <= counted && counted <= shown + failed,
+            "{fault:?}: {key}: counted {counted}, badges served {shown}, failed {failed}"
+        );
+    }
+    for (key, (total, days)) in &stored {
+        assert_eq!(
+            days, total,
+            "{fault:?}: {key}: the days add up to {days}, the total is {total}"
+        );
+    }
+    assert_eq!(
+        day_totals, all_counted,
+        "{fault:?}: the day totals (GET /v1/pages) against the sum of every key's total"
+    );
+    assert!(
+        audit.pages.consistent && audit.pages.drift.is_empty(),
+        "{fault:?}: the named counters' audit: {:?}",
+        audit.pages
+    );
+    assert_eq!(
+        (
+            audit.pages.counted,
+            audit.pages.hit_records,
+            audit.pages.day_totals
+        ),
+        (all_counted, all_counted, all_counted),
+        "{fault:?}: the audit's counted, page hit records and day totals against the keys' totals"
+    );
 }
 
 async fn web_client(url: String, stop: Arc<AtomicBool>) -> Seen {
@@ -286,6 +528,74 @@ async fn web_client(url: String, stop: Arc<AtomicBool>) -> Seen {
         }
     }
     seen
+}
+
+/// Page-API hits on random keys through the web tier, each with a fresh
+/// `Idempotency-Key`, retried with the same key and id after every failure until
+/// acknowledged: also once the load is over, for up to [`FINISH`], so that every
+/// hit it started is acknowledged.
+async fn api_client(web: String, stop: Arc<AtomicBool>) -> Seen {
+    let client = http_client();
+    let mut seen = Seen::default();
+    while !stop.load(Ordering::SeqCst) {
+        let key = api_key(pick(API_KEYS));
+        let id = uuid::Uuid::new_v4().to_string();
+        let answer = post_page_hit_until_acknowledged(
+            &client,
+            &web,
+            &key,
+            &id,
+            FINISH,
+            &mut seen.api_errors,
+        )
+        .await;
+        match answer {
+            PageAnswer::Counted(recorded) => seen.api.push((key, id, Some(recorded.total))),
+            PageAnswer::Duplicate(_) => seen.api.push((key, id, None)),
+            PageAnswer::GaveUp => seen.api_gave_up.push((key, id)),
+        }
+    }
+    seen
+}
+
+/// Badges on random keys through the web tier; a failed one is not retried (it
+/// may or may not be counted).
+async fn badge_client(web: String, stop: Arc<AtomicBool>) -> Seen {
+    let client = http_client();
+    let mut seen = Seen::default();
+    while !stop.load(Ordering::SeqCst) {
+        let key = badge_key(pick(BADGE_KEYS));
+        let status = match client.get(format!("{web}/badge/{key}.svg")).send().await {
+            Ok(response) if response.status() == 200 => {
+                let svg = response.text().await.expect("a badge");
+                seen.badges.push((key, badge_count(&svg)));
+                continue;
+            }
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        };
+        *seen.badge_errors.entry(status).or_default() += 1;
+        *seen.badge_errors_by_key.entry(key).or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seen
+}
+
+/// The exact count a badge shows in its title, e.g. `hits: 1,234`.
+fn badge_count(svg: &str) -> u64 {
+    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("{e}: {svg}"));
+    let title = doc
+        .descendants()
+        .find(|n| n.has_tag_name("title"))
+        .and_then(|n| n.text())
+        .expect("a badge has a title");
+    title
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("no count in {title:?}"))
 }
 
 /// Posts hits to a gateway, retrying a failed hit with the same id (a retry
@@ -320,47 +630,6 @@ async fn direct_client(gateway: String, stop: Arc<AtomicBool>) -> Seen {
         }
     }
     seen
-}
-
-/// The ids among `ids` that have no record in `test.hits`.
-async fn missing_hit_records(hosts: &str, ids: &[String]) -> Vec<String> {
-    use aerospike::{
-        BatchOperation, BatchPolicy, BatchReadPolicy, Bins, Client, ClientPolicy, Key, ResultCode,
-        Value,
-    };
-    // A node just started may not serve its partitions for a moment yet.
-    let started = Instant::now();
-    let client = loop {
-        match Client::new(&ClientPolicy::default(), &hosts.to_owned()).await {
-            Ok(client) => break client,
-            Err(error) if started.elapsed() < Duration::from_secs(30) => {
-                eprintln!("connecting to the cluster: {error}; trying again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(error) => panic!("connecting to the cluster: {error}"),
-        }
-    };
-    let mut missing = Vec::new();
-    for chunk in ids.chunks(1000) {
-        let mut rows: Vec<BatchOperation> = chunk
-            .iter()
-            .map(|id| {
-                let key = Key::new("test", "hits", Value::from(id.clone())).unwrap();
-                BatchOperation::read(&BatchReadPolicy::default(), key, Bins::None)
-            })
-            .collect();
-        client
-            .batch(&BatchPolicy::default(), &mut rows)
-            .await
-            .expect("reading hit records");
-        for (id, row) in chunk.iter().zip(&rows) {
-            if row.result_code() != Some(ResultCode::Ok) {
-                missing.push(id.clone());
-            }
-        }
-    }
-    client.close().await.ok();
-    missing
 }
 
 /// A counter from a gateway's metrics (0 if it is down).

@@ -29,6 +29,7 @@ on_every_runtime_and_backend!(
 on_every_backend!(
     a_hundred_thousand_counters_in_a_day_keep_day_totals_and_top_lists_exact,
     page_hit_records_expire_after_the_idempotency_window,
+    the_audit_covers_named_counters_and_a_counter_edited_by_hand_is_repaired,
 );
 
 /// Keys of this test run only: the Aerospike cluster is shared and keeps data.
@@ -1141,4 +1142,165 @@ async fn a_write_that_fails_for_good_reaches_readyz_the_audit_and_metrics() {
     // mended (here: deleted), its retry counts.
     let retry = post_page_hits(gateway, vec![hit]).await;
     assert_eq!((retry[0].total, retry[0].duplicate), (1, false));
+}
+
+/// `GET /v1/audit` covers the named counters: after page hits, its pages part
+/// counts them (counters, page hit records and day totals alike) and agrees.
+/// On Aerospike, a `pages` record edited by hand (5 more in `total` and in
+/// today's `days` entry) shows as drift naming the key and the day, and, with
+/// no hits flowing, the gateway repairs it by itself within seconds: the audit
+/// agrees again and the counter is back to its hit records.
+async fn the_audit_covers_named_counters_and_a_counter_edited_by_hand_is_repaired(
+    backend: Backend,
+) {
+    const HITS: u64 = 10;
+    const OTHER_HITS: u64 = 3;
+    const EDIT: i64 = 5;
+    let counter = Counter::start(backend, 0).await;
+    let gateway = &counter.gateway.url;
+    // On a shared cluster, what earlier suites left half done is finished
+    // first, so the audits below are this test's.
+    let before = counter.gateway.settled_audit().await;
+    let prefix = run_prefix();
+    let key = format!("{prefix}/edited");
+    let other = format!("{prefix}/other");
+    let ts = now_ms();
+    let today = counter_api::Day::of(counter_api::EpochMillis::new(ts.into()).unwrap());
+    let hits: Vec<Value> = (0..HITS)
+        .map(|_| page_hit(&uuid::Uuid::now_v7().to_string(), &key, ts))
+        .chain((0..OTHER_HITS).map(|_| page_hit(&uuid::Uuid::now_v7().to_string(), &other, ts)))
+        .collect();
+    let answers = post_page_hits(gateway, hits).await;
+    assert!(answers.iter().all(|a| !a.duplicate));
+
+    let audit = counter.gateway.audit().await;
+    let pages = &audit.pages;
+    assert!(audit.consistent && pages.consistent, "{audit:?}");
+    assert!(pages.drift.is_empty(), "{pages:?}");
+    assert_eq!(pages.totals_off_days, 0, "{pages:?}");
+    assert!(pages.days.contains(&today), "today is audited: {pages:?}");
+    let posted = HITS + OTHER_HITS;
+    if backend == Backend::Embedded {
+        // A store of this test's own: the audit covers exactly these hits.
+        assert_eq!(pages.days, vec![today], "{pages:?}");
+        assert_eq!(
+            (
+                pages.counters,
+                pages.counted,
+                pages.hit_records,
+                pages.day_totals
+            ),
+            (2, posted, posted, posted),
+            "{pages:?}"
+        );
+        return;
+    }
+    // A shared cluster: these hits come on top of what the audit saw before
+    // (nothing else writes while this test has its turn).
+    if before.pages.days == pages.days {
+        assert_eq!(
+            (
+                pages.counted - before.pages.counted,
+                pages.hit_records - before.pages.hit_records,
+                pages.day_totals - before.pages.day_totals,
+            ),
+            (posted, posted, posted),
+            "before: {:?}, after: {pages:?}",
+            before.pages
+        );
+    }
+    assert_eq!(
+        (pages.counted, pages.day_totals),
+        (pages.hit_records, pages.hit_records),
+        "{pages:?}"
+    );
+
+    edit_page_counter(&key, today, EDIT).await;
+    let stats: PageStats = get_json(&format!("{gateway}/v1/pages/{key}?days=1")).await;
+    assert_eq!(
+        (stats.total, stats.today.hits),
+        (HITS + EDIT as u64, HITS + EDIT as u64),
+        "the edit is in the counter"
+    );
+    let audit = counter.gateway.audit().await;
+    assert!(
+        !audit.consistent && !audit.pages.consistent,
+        "the audit sees the edit: {audit:?}"
+    );
+    let drift = audit
+        .pages
+        .drift
+        .iter()
+        .find(|d| d.key.as_ref().is_some_and(|k| k.as_str() == key))
+        .unwrap_or_else(|| panic!("no drift entry names {key}: {:?}", audit.pages));
+    assert_eq!(
+        (drift.day, drift.counted, drift.hit_records),
+        (today, HITS + EDIT as u64, HITS),
+        "{drift:?}"
+    );
+    assert!(
+        audit
+            .pages
+            .drift
+            .iter()
+            .all(|d| d.key.as_ref().is_none_or(|k| k.as_str() != other)),
+        "the counter nobody edited is not drift: {:?}",
+        audit.pages
+    );
+
+    // With no hits flowing, the gateway repairs it by itself.
+    let edited = std::time::Instant::now();
+    let audit = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let audit = counter.gateway.audit().await;
+        if audit.consistent && audit.pages.consistent {
+            break audit;
+        }
+        assert!(
+            edited.elapsed() < std::time::Duration::from_secs(15),
+            "the edited counter was not repaired within 15 s: {audit:?}"
+        );
+    };
+    eprintln!(
+        "a pages record edited by hand (+{EDIT}): repaired, audit consistent {:.1?} after the edit; findings {:?}",
+        edited.elapsed(),
+        audit.findings
+    );
+    for (key, hits) in [(&key, HITS), (&other, OTHER_HITS)] {
+        let stats: PageStats = get_json(&format!("{gateway}/v1/pages/{key}?days=1")).await;
+        assert_eq!(
+            (stats.total, stats.today.hits),
+            (hits, hits),
+            "{key}: back to its hit records"
+        );
+    }
+}
+
+/// Adds `by` to a counter's `total` and to its `days` entry of `day`, straight
+/// in its `pages` record, as an operator's mistake would.
+async fn edit_page_counter(key: &str, day: counter_api::Day, by: i64) {
+    use ::aerospike::operations::maps::{self, MapOrder};
+    use ::aerospike::{Bin, Key, MapPolicy, MapWriteFlags, Value, WritePolicy, operations};
+
+    let hosts = Backend::aerospike_hosts().expect("AEROSPIKE_HOSTS");
+    let client = e2e::aerospike_client(&hosts).await;
+    let record = Key::new(e2e::NAMESPACE, "pages", Value::from(key.to_owned())).unwrap();
+    let key_ordered = MapPolicy::new(MapOrder::KeyOrdered, MapWriteFlags::DEFAULT);
+    client
+        .operate(
+            &WritePolicy::default(),
+            &record,
+            &[
+                operations::add(&Bin::new("total", Value::from(by))),
+                maps::increment_value(
+                    &key_ordered,
+                    "days",
+                    Value::from(day.to_string()),
+                    Value::from(by),
+                ),
+            ],
+        )
+        .await
+        .expect("editing the pages record");
+    client.close().await.ok();
 }
