@@ -80,9 +80,9 @@ pub struct PageBatchCounts {
 }
 
 impl PageBatchCounts {
-    pub fn of(hits: &[PageHitToCount], counted: &[bool]) -> Self {
+    pub fn of<'a>(hits: impl IntoIterator<Item = &'a PageHitToCount>, counted: &[bool]) -> Self {
         let mut counts = Self::default();
-        for (hit, _) in hits.iter().zip(counted).filter(|(_, c)| **c) {
+        for (hit, _) in hits.into_iter().zip(counted).filter(|(_, c)| **c) {
             let day = hit.day();
             *counts.per_key.entry(hit.key.clone()).or_insert(0) += 1;
             *counts

@@ -144,7 +144,7 @@ pub(super) struct BatchId {
 }
 
 impl BatchId {
-    fn parse(key: &str) -> Option<Self> {
+    pub(super) fn parse(key: &str) -> Option<Self> {
         let (writer, seq) = key.split_once(':')?;
         let valid = writer.len() == 32 && writer.bytes().all(|b| b.is_ascii_hexdigit());
         valid.then_some(())?;
@@ -154,7 +154,7 @@ impl BatchId {
         })
     }
 
-    fn key(&self) -> String {
+    pub(super) fn key(&self) -> String {
         format!("{}:{:012}", self.writer, self.seq)
     }
 
@@ -166,6 +166,88 @@ impl BatchId {
     /// The `applied` keys of the writer's earlier batches.
     fn earlier(&self) -> (String, String) {
         (format!("{}:", self.writer), self.key())
+    }
+
+    /// The `applied` key of a further value the batch keeps beside its own
+    /// entry (a day's count after it, say): it sorts right after the batch's
+    /// own entry, before the writer's next batch, so both ranges above cover it.
+    pub(super) fn entry_for(&self, what: &str) -> String {
+        format!("{}|{what}", self.key())
+    }
+
+    /// The `applied` keys of this batch: its own entry and those of
+    /// [`BatchId::entry_for`].
+    pub(super) fn own_entries(&self) -> (String, String) {
+        (self.key(), format!("{}}}", self.key()))
+    }
+
+    /// The filter that lets a counter's write through only while neither this
+    /// batch nor a later one of its writer is in the record's `applied` map.
+    pub(super) fn not_counted_yet(&self) -> exp::Expression {
+        let (from, to) = self.this_and_later();
+        exp::or(vec![
+            exp::not(exp::bin_exists(APPLIED_BIN)),
+            exp::eq(
+                exp::maps::get_by_key_range(
+                    MapReturnType::COUNT,
+                    Some(exp::string_val(from)),
+                    Some(exp::string_val(to)),
+                    exp::map_bin(APPLIED_BIN),
+                    &[],
+                ),
+                exp::int_val(0),
+            ),
+        ])
+    }
+
+    /// The ops, after the counter's own, that record this batch in the
+    /// record's `applied` map: each `(entry, value)` (the value an expression
+    /// read after the counter's ops, such as the total they left), then the
+    /// writer's earlier entries and those of expired writers go (neither range
+    /// holds this batch's entries).
+    pub(super) fn record_applied(
+        &self,
+        entries: impl IntoIterator<Item = (String, exp::Expression)>,
+    ) -> Vec<operations::Operation> {
+        let mut entries = entries.into_iter().peekable();
+        let mut ops = Vec::new();
+        if let Some((first, _)) = entries.peek() {
+            // A put first: it creates the map if the bin is missing, which an
+            // expression cannot.
+            ops.push(maps::put(
+                &KEY_ORDERED,
+                APPLIED_BIN,
+                Value::from(first.clone()),
+                Value::from(0),
+            ));
+        }
+        for (entry, value) in entries {
+            ops.push(operations::exp::write_exp(
+                APPLIED_BIN,
+                exp::maps::put(
+                    &KEY_ORDERED,
+                    exp::string_val(entry),
+                    value,
+                    exp::map_bin(APPLIED_BIN),
+                    &[],
+                ),
+                operations::exp::ExpWriteFlags::DEFAULT,
+            ));
+        }
+        let (earlier_from, earlier_to) = self.earlier();
+        ops.push(maps::remove_by_key_range(
+            APPLIED_BIN,
+            Value::Nil,
+            Value::from(expired_writers_below()),
+            MapReturnType::NONE,
+        ));
+        ops.push(maps::remove_by_key_range(
+            APPLIED_BIN,
+            Value::from(earlier_from),
+            Value::from(earlier_to),
+            MapReturnType::NONE,
+        ));
+        ops
     }
 }
 
@@ -185,10 +267,24 @@ fn expired_writers_below() -> String {
     format!("{cutoff:012x}")
 }
 
-/// A counted batch waiting for step 4: the hit records it owns.
+/// A counted batch waiting for step 4: the hit records it owns, in `set`
+/// (`hits`, or `page_hits` for a batch of page hits).
 pub(super) struct Release {
-    batch: BatchId,
-    owned_ids: Vec<HitId>,
+    pub set: &'static str,
+    pub batch: BatchId,
+    pub owned_ids: Vec<HitId>,
+}
+
+/// What a batch learns of one of its hits' records in step 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Claim {
+    /// The batch created it: the hit is the batch's to count.
+    Owned,
+    /// It was there already with no `batch` bin: counted long ago.
+    Counted,
+    /// It was there already, created by another batch not yet released: the
+    /// hit is (or will be, by the sweeper) counted by that batch.
+    Pending,
 }
 
 /// What a batch counted: which of its hits it owns (created), and the counters
@@ -217,15 +313,26 @@ impl AerospikeStore {
         hits: &[&Hit],
         deadline: Instant,
     ) -> Result<Counted, Unfinished> {
-        self.write_intent(client, batch, hits, deadline).await?;
+        self.write_intent(client, batch, INTENT_HITS_BIN, intent_list(hits), deadline)
+            .await?;
         let started = |error| Unfinished {
             error,
             started: true,
         };
         let owned = self
-            .claim_hit_records(client, batch, hits, deadline)
+            .claim_hit_records(
+                client,
+                batch,
+                HITS_SET,
+                hit_record_bins(hits),
+                self.hit_expiration(),
+                deadline,
+            )
             .await
-            .map_err(started)?;
+            .map_err(started)?
+            .into_iter()
+            .map(|claim| claim == Claim::Owned)
+            .collect::<Vec<_>>();
         let (total_after, server_after) = self
             .write_counters(client, batch, hits, &owned, deadline)
             .await
@@ -238,6 +345,7 @@ impl AerospikeStore {
         // Left to the releaser; if it cannot take it (too far behind) or never
         // gets to it (the process ends), the sweeper will.
         let _ = self.inner.releases.try_send(Release {
+            set: HITS_SET,
             batch: batch.clone(),
             owned_ids: owned_ids(hits, &owned),
         });
@@ -248,13 +356,15 @@ impl AerospikeStore {
         })
     }
 
-    /// Step 1. Repeating the write is harmless, so it is retried until the
-    /// deadline, whatever the failure.
-    async fn write_intent(
+    /// Step 1: the batch's hits, as `list` in bin `bin` of its intent.
+    /// Repeating the write is harmless, so it is retried until the deadline,
+    /// whatever the failure.
+    pub(super) async fn write_intent(
         &self,
         client: &Client,
         batch: &BatchId,
-        hits: &[&Hit],
+        bin: &str,
+        list: Vec<Value>,
         deadline: Instant,
     ) -> Result<(), Unfinished> {
         let key = self
@@ -263,17 +373,7 @@ impl AerospikeStore {
                 error,
                 started: false,
             })?;
-        let list = hits
-            .iter()
-            .map(|hit| {
-                Value::List(vec![
-                    Value::from(hit.id.to_string()),
-                    Value::from(hit.server.as_str().to_owned()),
-                    Value::from(i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64")),
-                ])
-            })
-            .collect();
-        let bins = [Bin::new(INTENT_HITS_BIN, Value::List(list))];
+        let bins = [Bin::new(bin, Value::List(list))];
         let mut backoff = Backoff::new();
         let mut maybe_written = false;
         loop {
@@ -294,39 +394,39 @@ impl AerospikeStore {
         }
     }
 
-    /// Step 2: creates the hit records that do not exist yet and answers, per
-    /// hit, whether this batch owns it. Every row is tried until its answer is
-    /// known or the deadline comes.
-    async fn claim_hit_records(
+    /// Step 2: creates the hit records of `set` that do not exist yet, each
+    /// with `bins` and the batch's marker, and answers, per hit, what the batch
+    /// makes of it. Every row is tried until its answer is known or the
+    /// deadline comes.
+    pub(super) async fn claim_hit_records(
         &self,
         client: &Client,
         batch: &BatchId,
-        hits: &[&Hit],
+        set: &str,
+        records: Vec<(HitId, Vec<Bin>)>,
+        expiration: aerospike::Expiration,
         deadline: Instant,
-    ) -> Result<Vec<bool>, StoreError> {
+    ) -> Result<Vec<Claim>, StoreError> {
         let marker = batch.key();
         let row_policy = BatchWritePolicy {
             record_exists_action: RecordExistsAction::CreateOnly,
-            expiration: self.hit_expiration(),
+            expiration,
             send_key: true,
             ..BatchWritePolicy::default()
         };
-        let mut rows = Vec::with_capacity(hits.len());
-        for hit in hits {
-            let ts = i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64");
-            let bins = [
-                Bin::new("server", Value::from(hit.server.as_str().to_owned())),
-                Bin::new("ts", Value::from(ts)),
-                Bin::new(MARKER_BIN, Value::from(marker.clone())),
-            ];
-            let key = self.key(HITS_SET, &hit.id.to_string())?;
+        let mut rows = Vec::with_capacity(records.len());
+        let mut ids = Vec::with_capacity(records.len());
+        for (id, mut bins) in records {
+            bins.push(Bin::new(MARKER_BIN, Value::from(marker.clone())));
+            let key = self.key(set, &id.to_string())?;
             let ops: Vec<_> = bins.iter().map(operations::put).collect();
             rows.push(BatchOperation::write(&row_policy, key, ops));
+            ids.push(id);
         }
-        let mut owned: Vec<Option<bool>> = vec![None; hits.len()];
+        let mut owned: Vec<Option<Claim>> = vec![None; ids.len()];
         let mut backoff = Backoff::new();
         loop {
-            let pending: Vec<usize> = (0..hits.len()).filter(|&i| owned[i].is_none()).collect();
+            let pending: Vec<usize> = (0..ids.len()).filter(|&i| owned[i].is_none()).collect();
             let mut tried: Vec<BatchOperation> = pending.iter().map(|&i| rows[i].clone()).collect();
             let mut policy = aerospike::BatchPolicy::write_default();
             policy.base_policy.total_timeout = millis_until(deadline);
@@ -336,7 +436,7 @@ impl AerospikeStore {
             let mut existing = Vec::new();
             for (&i, row) in pending.iter().zip(&tried) {
                 match row.result_code() {
-                    Some(ResultCode::Ok) => owned[i] = Some(true),
+                    Some(ResultCode::Ok) => owned[i] = Some(Claim::Owned),
                     Some(ResultCode::KeyExistsError) => existing.push(i),
                     _ => match row.error() {
                         Some(error) if !transient(error) => {
@@ -349,14 +449,18 @@ impl AerospikeStore {
             }
             if !existing.is_empty() {
                 let markers = self
-                    .read_markers(client, existing.iter().map(|&i| hits[i].id), deadline)
+                    .read_markers(client, set, existing.iter().map(|&i| ids[i]), deadline)
                     .await;
                 for (i, found) in existing.into_iter().zip(markers) {
-                    owned[i] = found.map(|found| found.as_deref() == Some(marker.as_str()));
+                    owned[i] = found.map(|found| match found {
+                        None => Claim::Counted,
+                        Some(other) if other == marker => Claim::Owned,
+                        Some(_) => Claim::Pending,
+                    });
                 }
             }
             if owned.iter().all(Option::is_some) {
-                return Ok(owned.into_iter().map(Option::unwrap_or_default).collect());
+                return Ok(owned.into_iter().flatten().collect());
             }
             if !backoff.wait(deadline).await {
                 return Err(StoreError::Unavailable(
@@ -372,12 +476,13 @@ impl AerospikeStore {
     async fn read_markers(
         &self,
         client: &Client,
+        set: &str,
         ids: impl Iterator<Item = HitId>,
         deadline: Instant,
     ) -> Vec<Option<Option<String>>> {
         let row_policy = BatchReadPolicy::default();
         let mut rows: Vec<BatchOperation> = ids
-            .filter_map(|id| self.key(HITS_SET, &id.to_string()).ok())
+            .filter_map(|id| self.key(set, &id.to_string()).ok())
             .map(|key| BatchOperation::read(&row_policy, key, Bins::from([MARKER_BIN])))
             .collect();
         let mut policy = aerospike::BatchPolicy::default();
@@ -449,63 +554,15 @@ impl AerospikeStore {
             return self
                 .add_to_counter(client, key, 0, deadline)
                 .await
-                .map(Some)
-                .map_err(|failure| failure.error);
+                .map(Some);
         }
         let key = self.key(SUMMARY_SET, key)?;
         let entry = batch.key();
-        let (from, to) = batch.this_and_later();
-        let not_counted_yet = exp::or(vec![
-            exp::not(exp::bin_exists(APPLIED_BIN)),
-            exp::eq(
-                exp::maps::get_by_key_range(
-                    MapReturnType::COUNT,
-                    Some(exp::string_val(from)),
-                    Some(exp::string_val(to)),
-                    exp::map_bin(APPLIED_BIN),
-                    &[],
-                ),
-                exp::int_val(0),
-            ),
-        ]);
-        let (earlier_from, earlier_to) = batch.earlier();
+        let not_counted_yet = batch.not_counted_yet();
         let add = Bin::new(TOTAL_BIN, Value::from(delta as i64));
-        let ops = [
-            operations::add(&add),
-            // The entry first (it creates the map), then the value it holds: the
-            // total as the `add` above left it. Then the writer's earlier entries
-            // and those of expired writers go (neither range holds this entry).
-            maps::put(
-                &KEY_ORDERED,
-                APPLIED_BIN,
-                Value::from(entry.clone()),
-                Value::from(0),
-            ),
-            operations::exp::write_exp(
-                APPLIED_BIN,
-                exp::maps::put(
-                    &KEY_ORDERED,
-                    exp::string_val(entry.clone()),
-                    exp::int_bin(TOTAL_BIN),
-                    exp::map_bin(APPLIED_BIN),
-                    &[],
-                ),
-                operations::exp::ExpWriteFlags::DEFAULT,
-            ),
-            maps::remove_by_key_range(
-                APPLIED_BIN,
-                Value::Nil,
-                Value::from(expired_writers_below()),
-                MapReturnType::NONE,
-            ),
-            maps::remove_by_key_range(
-                APPLIED_BIN,
-                Value::from(earlier_from),
-                Value::from(earlier_to),
-                MapReturnType::NONE,
-            ),
-            operations::get_bin(TOTAL_BIN),
-        ];
+        let mut ops = vec![operations::add(&add)];
+        ops.extend(batch.record_applied([(entry.clone(), exp::int_bin(TOTAL_BIN))]));
+        ops.push(operations::get_bin(TOTAL_BIN));
         let mut backoff = Backoff::new();
         loop {
             let mut policy: WritePolicy = self.write_policy(deadline);
@@ -581,7 +638,7 @@ impl AerospikeStore {
                 ..BatchWritePolicy::default()
             };
             for id in &release.owned_ids {
-                if let Ok(key) = self.key(HITS_SET, &id.to_string()) {
+                if let Ok(key) = self.key(release.set, &id.to_string()) {
                     rows.push(BatchOperation::write(&row_policy, key, vec![clear.clone()]));
                     row_batch.push(i);
                 }
@@ -671,7 +728,7 @@ impl AerospikeStore {
         let statement = Statement::new(
             self.inner.namespace.as_str(),
             BATCHES_SET,
-            Bins::from([INTENT_HITS_BIN]),
+            Bins::from([INTENT_HITS_BIN, super::page_batches::INTENT_PAGE_HITS_BIN]),
         );
         let records = match client
             .query(&policy, PartitionFilter::all(), statement)
@@ -703,30 +760,26 @@ impl AerospikeStore {
                 tracing::warn!(%key, "an intent with a key this gateway did not write; left alone");
                 continue;
             };
-            let hits = intent_hits(&record.bins);
-            let hits: Vec<&Hit> = hits.iter().collect();
             let deadline = Instant::now() + self.inner.timeout;
-            let finished = async {
-                let owned = self
-                    .claim_hit_records(client, &batch, &hits, deadline)
-                    .await?;
-                self.write_counters(client, &batch, &hits, &owned, deadline)
-                    .await?;
-                Ok::<_, StoreError>(owned_ids(&hits, &owned))
+            let finished = if record
+                .bins
+                .contains_key(super::page_batches::INTENT_PAGE_HITS_BIN)
+            {
+                self.finish_page_batch(client, &batch, &record.bins, deadline)
+                    .await
+            } else {
+                self.finish_batch(client, &batch, &record.bins, deadline)
+                    .await
             };
-            match finished.await {
-                Ok(owned_ids) => {
-                    let counted = owned_ids.len();
-                    let release = Release {
-                        batch: batch.clone(),
-                        owned_ids,
-                    };
+            match finished {
+                Ok(release) => {
+                    let counted = release.owned_ids.len();
                     if self
                         .release_all(client, std::slice::from_ref(&release))
                         .await[0]
                     {
                         METRICS.swept_batches.inc();
-                        tracing::info!(%batch, hits = hits.len(), counted,
+                        tracing::info!(%batch, set = release.set, counted,
                             "finished a batch its gateway left unfinished");
                     }
                 }
@@ -738,11 +791,72 @@ impl AerospikeStore {
     }
 }
 
+impl AerospikeStore {
+    /// Steps 2 and 3 of a batch of the tutorial's hits found in `intent`.
+    async fn finish_batch(
+        &self,
+        client: &Client,
+        batch: &BatchId,
+        intent: &aerospike::IndexMap<String, Value>,
+        deadline: Instant,
+    ) -> Result<Release, StoreError> {
+        let hits = intent_hits(intent);
+        let hits: Vec<&Hit> = hits.iter().collect();
+        let owned: Vec<bool> = self
+            .claim_hit_records(
+                client,
+                batch,
+                HITS_SET,
+                hit_record_bins(&hits),
+                self.hit_expiration(),
+                deadline,
+            )
+            .await?
+            .into_iter()
+            .map(|claim| claim == Claim::Owned)
+            .collect();
+        self.write_counters(client, batch, &hits, &owned, deadline)
+            .await?;
+        Ok(Release {
+            set: HITS_SET,
+            batch: batch.clone(),
+            owned_ids: owned_ids(&hits, &owned),
+        })
+    }
+}
+
 fn owned_ids(hits: &[&Hit], owned: &[bool]) -> Vec<HitId> {
     hits.iter()
         .zip(owned)
         .filter(|(_, o)| **o)
         .map(|(hit, _)| hit.id)
+        .collect()
+}
+
+/// An intent's list of the tutorial's hits: `[id, server, ts]` each.
+fn intent_list(hits: &[&Hit]) -> Vec<Value> {
+    hits.iter()
+        .map(|hit| {
+            Value::List(vec![
+                Value::from(hit.id.to_string()),
+                Value::from(hit.server.as_str().to_owned()),
+                Value::from(i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64")),
+            ])
+        })
+        .collect()
+}
+
+/// The bins of the tutorial's hit records, as the tutorial writes them.
+fn hit_record_bins(hits: &[&Hit]) -> Vec<(HitId, Vec<Bin>)> {
+    hits.iter()
+        .map(|hit| {
+            let ts = i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64");
+            let bins = vec![
+                Bin::new("server", Value::from(hit.server.as_str().to_owned())),
+                Bin::new("ts", Value::from(ts)),
+            ];
+            (hit.id, bins)
+        })
         .collect()
 }
 
@@ -768,7 +882,7 @@ fn intent_hits(bins: &aerospike::IndexMap<String, Value>) -> Vec<Hit> {
 
 /// Worth trying again: for the idempotent steps here, anything short of a
 /// refusal that will not change (a bad request, a record too big, ...).
-fn transient(error: &aerospike::errors::Error) -> bool {
+pub(super) fn transient(error: &aerospike::errors::Error) -> bool {
     error.in_doubt() || matches!(unavailable_or_failed(error), StoreError::Unavailable(_))
 }
 

@@ -28,9 +28,8 @@ use aerospike::errors::Error as AsError;
 use aerospike::operations;
 use aerospike::query::{Filter, PartitionFilter, Statement};
 use aerospike::{
-    BatchOperation, BatchPolicy, BatchWritePolicy, Bin, Bins, Client, ClientPolicy,
-    CollectionIndexType, ErrorKind, Expiration, IndexType, Key, QueryPolicy, ReadPolicy,
-    RecordExistsAction, ResultCode, ToHosts, Value, WritePolicy,
+    BatchOperation, BatchPolicy, Bin, Bins, Client, ClientPolicy, CollectionIndexType, ErrorKind,
+    Expiration, IndexType, Key, QueryPolicy, ReadPolicy, ResultCode, ToHosts, Value, WritePolicy,
 };
 use anyhow::Context;
 use counter_api::{
@@ -51,6 +50,7 @@ use super::{
 use crate::metrics::METRICS;
 
 mod batches;
+mod page_batches;
 mod pages;
 mod split;
 
@@ -73,6 +73,8 @@ struct Inner {
     timeout: Duration,
     /// Names the tutorial's batches, in the order this gateway counts them.
     writer: std::sync::Mutex<Writer>,
+    /// The same for batches of page hits.
+    page_writer: std::sync::Mutex<Writer>,
     /// What the split watch has seen of the cluster.
     cluster: std::sync::Mutex<ClusterView>,
     /// The last entry of each top list as this gateway last read it
@@ -104,6 +106,7 @@ impl AerospikeStore {
                 namespace: namespace.to_owned(),
                 timeout,
                 writer: std::sync::Mutex::new(Writer::new()),
+                page_writer: std::sync::Mutex::new(Writer::new()),
                 cluster: std::sync::Mutex::default(),
                 top_cuts: std::sync::Mutex::default(),
                 faults: WriteFaults::default(),
@@ -234,71 +237,6 @@ impl AerospikeStore {
         }
     }
 
-    /// Creates records of `set` as one create-only batch write (keys sent along).
-    /// Answers, per item, whether its record is new: `Ok(false)` when it already
-    /// existed (a retried hit) and for `None` items, which are not written.
-    async fn create_records(
-        &self,
-        client: &Client,
-        set: &str,
-        records: impl IntoIterator<Item = Option<(String, Vec<Bin>)>>,
-        expiration: Expiration,
-        deadline: Instant,
-    ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
-        let row_policy = BatchWritePolicy {
-            record_exists_action: RecordExistsAction::CreateOnly,
-            expiration,
-            send_key: true,
-            ..BatchWritePolicy::default()
-        };
-        let mut rows = Vec::new();
-        let mut row_of_item = Vec::new();
-        for record in records {
-            match record {
-                Some((key, bins)) => {
-                    let key = self.key(set, &key)?;
-                    let ops: Vec<_> = bins.iter().map(operations::put).collect();
-                    row_of_item.push(Some(rows.len()));
-                    rows.push(BatchOperation::write(&row_policy, key, ops));
-                }
-                None => row_of_item.push(None),
-            }
-        }
-        if rows.is_empty() {
-            return Ok(row_of_item.into_iter().map(|_| Ok(false)).collect());
-        }
-        let mut policy = BatchPolicy::write_default();
-        policy.base_policy.total_timeout = millis_until(deadline);
-        if let Err(error) = client.batch(&policy, &mut rows).await {
-            // Rows still carry their own outcomes; log the node-level failure.
-            tracing::warn!(%error, set, "batch create of records failed on a node");
-        }
-        Ok(row_of_item
-            .into_iter()
-            .map(|row| match row {
-                None => Ok(false),
-                Some(row) => match rows[row].result_code() {
-                    Some(ResultCode::Ok) => Ok(true),
-                    Some(ResultCode::KeyExistsError) => Ok(false),
-                    Some(ResultCode::FailForbidden)
-                        if expiration != Expiration::NamespaceDefault =>
-                    {
-                        Err(StoreError::Failed(format!(
-                            "Aerospike refuses records that expire in namespace {}: set \
-                             nsup-period in it (see deploy/aerospike/aerospike.conf), or \
-                             keep {set} records forever (retention 0)",
-                            self.inner.namespace
-                        )))
-                    }
-                    _ => Err(match rows[row].error() {
-                        Some(error) => unavailable_or_failed(error),
-                        None => StoreError::Unavailable("the record was not written".into()),
-                    }),
-                },
-            })
-            .collect())
-    }
-
     /// A plain `operate(add delta, get)` on a counter, not idempotent: for the
     /// operator's reconcile and for reads (`delta = 0`, as a batch whose hits are
     /// all duplicates does). Batches count through [`batches`]. KEY_BUSY and
@@ -310,8 +248,8 @@ impl AerospikeStore {
         key: &str,
         delta: i64,
         deadline: Instant,
-    ) -> Result<u64, CounterFailure> {
-        let key = self.key(SUMMARY_SET, key).map_err(CounterFailure::surely)?;
+    ) -> Result<u64, StoreError> {
+        let key = self.key(SUMMARY_SET, key)?;
         let mut backoff = Backoff::new();
         loop {
             let result = if delta == 0 {
@@ -339,9 +277,9 @@ impl AerospikeStore {
             let error = match result {
                 Ok(Some(total)) => return Ok(total),
                 Ok(None) => {
-                    return Err(CounterFailure::surely(StoreError::Failed(format!(
+                    return Err(StoreError::Failed(format!(
                         "summary record {key} has no integer bin {TOTAL_BIN:?}"
-                    ))));
+                    )));
                 }
                 Err(error) => error,
             };
@@ -350,14 +288,7 @@ impl AerospikeStore {
                 tracing::debug!(%error, "retrying a counter update");
                 continue;
             }
-            let in_doubt = !retryable(&error) && error.in_doubt();
-            if in_doubt {
-                METRICS.retried("in_doubt");
-            }
-            return Err(CounterFailure {
-                in_doubt,
-                error: unavailable_or_failed(&error),
-            });
+            return Err(unavailable_or_failed(&error));
         }
     }
 
@@ -405,6 +336,13 @@ impl AerospikeStore {
     fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         self.inner
             .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn page_writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.inner
+            .page_writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -611,7 +549,6 @@ impl Store for AerospikeStore {
         let deadline = Instant::now() + self.inner.timeout;
         self.add_to_counter(self.client()?, key, delta, deadline)
             .await
-            .map_err(|failure| failure.error)
     }
 
     async fn findings(&self) -> Vec<String> {
@@ -752,45 +689,12 @@ async fn batch_with_retries(client: &Client, rows: &mut [BatchOperation], deadli
     }
 }
 
-/// Why a batch row has no result, and whether its write may have applied anyway.
-/// A row the server answered KEY_NOT_FOUND is not a failure here: callers read
-/// it as an empty record first.
-fn row_failure(row: &BatchOperation) -> CounterFailure {
-    let writes = row.batch_record().has_write();
+/// Why a batch row has no result. A row the server answered KEY_NOT_FOUND is
+/// not a failure here: callers read it as an empty record first.
+fn row_failure(row: &BatchOperation) -> StoreError {
     match row.error() {
-        Some(error) => {
-            // A server-side timeout of a write may come after the master applied it.
-            let in_doubt = writes
-                && !retryable(error)
-                && (error.in_doubt() || error.matches(&[ResultCode::Timeout]));
-            CounterFailure {
-                in_doubt,
-                error: if in_doubt {
-                    StoreError::Unavailable(format!("Aerospike (outcome unknown): {error}"))
-                } else {
-                    unavailable_or_failed(error)
-                },
-            }
-        }
-        None => CounterFailure {
-            in_doubt: writes,
-            error: StoreError::Unavailable("Aerospike did not answer for a record".into()),
-        },
-    }
-}
-
-/// A counter update that failed, and whether the server may have applied it anyway.
-struct CounterFailure {
-    error: StoreError,
-    in_doubt: bool,
-}
-
-impl CounterFailure {
-    fn surely(error: StoreError) -> Self {
-        Self {
-            error,
-            in_doubt: false,
-        }
+        Some(error) => unavailable_or_failed(error),
+        None => StoreError::Unavailable("Aerospike did not answer for a record".into()),
     }
 }
 
