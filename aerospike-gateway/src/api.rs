@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 
 use crate::metrics::METRICS;
 use crate::recorder::Recorder;
-use crate::store::pages::{DayRange, PageHitToCount};
+use crate::store::pages::{DayRange, PageHitToCount, audit_window, compare_pages};
 use crate::store::{MAX_LATEST_HITS, Store, StoreError};
 use crate::telemetry::CallerTrace;
 use crate::visitors::{VisitorHasher, today};
@@ -429,7 +429,33 @@ async fn audit<S: Store>(State(state): State<Arc<AppState<S>>>) -> Result<Json<A
     METRICS
         .audit_drift
         .set(summary.total_hits as i64 - hit_records.total_hits as i64);
+    let since = audit_window(
+        state.store.page_hit_retention(),
+        std::time::SystemTime::now(),
+    );
+    let page_tallies = METRICS
+        .timed("page_tallies", state.store.page_tallies(since))
+        .await?;
+    let mut pages = compare_pages(&page_tallies);
+    METRICS.audit_page_drift.set(pages.drift.len() as i64);
+    pages.drift.truncate(counter_api::PagesAudit::MAX_DRIFT);
     let mut findings = state.store.findings().await;
+    findings.extend(pages.drift.iter().map(|drift| match &drift.key {
+        Some(key) => format!(
+            "counter {key} holds {} hit(s) on {} but has {} page hit record(s) that day",
+            drift.counted, drift.day, drift.hit_records
+        ),
+        None => format!(
+            "the day total of {} holds {} hit(s) but that day has {} page hit record(s)",
+            drift.day, drift.counted, drift.hit_records
+        ),
+    }));
+    if pages.totals_off_days > 0 {
+        findings.push(format!(
+            "{} counter(s) have a total that is not the sum of their days",
+            pages.totals_off_days
+        ));
+    }
     let consistent = match state.store.hit_retention().0 {
         None => summary == hit_records,
         Some(window) => {
@@ -441,15 +467,15 @@ async fn audit<S: Store>(State(state): State<Arc<AppState<S>>>) -> Result<Json<A
             holds_its_records(&summary, &hit_records)
         }
     };
-    if !consistent {
+    if !consistent || !pages.consistent {
         state.store.suspect_drift();
     }
     Ok(Json(Audit {
-        consistent,
+        consistent: consistent && pages.consistent,
         summary,
         hit_records,
         findings,
-        pages: counter_api::PagesAudit::default(),
+        pages,
     }))
 }
 

@@ -63,6 +63,9 @@ pub struct Metrics {
     /// The tutorial's `total_hits` minus the number of hit records, as the last
     /// `GET /v1/audit` found them: 0 when they agree.
     pub audit_drift: Gauge,
+    /// The named counters' counts (per counter and day, and day totals) that
+    /// differ from their page hit records, as the last audit found them.
+    pub audit_page_drift: Gauge,
     /// Batches a gateway left unfinished (it died, froze, or ran out of time)
     /// that a sweeper finished.
     pub swept_batches: Counter,
@@ -136,6 +139,12 @@ impl Metrics {
             "total_hits minus the hit records, at the last audit",
             audit_drift.clone(),
         );
+        let audit_page_drift = Gauge::default();
+        registry.register(
+            "audit_page_drift_counts",
+            "Named counters' counts per day that differ from their page hit records, at the last audit",
+            audit_page_drift.clone(),
+        );
         let swept_batches = Counter::default();
         registry.register(
             "swept_batches",
@@ -182,6 +191,7 @@ impl Metrics {
             store_seconds,
             store_retries,
             audit_drift,
+            audit_page_drift,
             swept_batches,
             cluster_splits,
             repaired_hits,

@@ -29,8 +29,8 @@ use redb::{
 };
 
 use super::pages::{
-    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, TOP_KEPT, TopList, VisitorSalt,
-    first_page_occurrences, number_page_batch,
+    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, PageTallies, TOP_KEPT, TopList,
+    VisitorSalt, first_page_occurrences, number_page_batch,
 };
 use super::{
     Retention, Store, StoreError, WriteFaults, added_per_server, first_occurrences, number_batch,
@@ -88,6 +88,7 @@ pub struct EmbeddedStore {
     db: Arc<Database>,
     faults: Arc<WriteFaults>,
     hit_retention: Retention,
+    page_hit_retention: Retention,
 }
 
 /// Page hit records expired per sweep transaction: a sweep that falls behind
@@ -125,6 +126,7 @@ impl EmbeddedStore {
             db: Arc::new(db),
             faults: Arc::default(),
             hit_retention: Retention::FOREVER,
+            page_hit_retention: Retention::FOREVER,
         })
     }
 
@@ -308,6 +310,7 @@ impl EmbeddedStore {
     /// of its window (1 s to 10 min).
     pub fn retaining(mut self, page_hits: Retention, hits: Retention) -> Self {
         self.hit_retention = hits;
+        self.page_hit_retention = page_hits;
         if let Some(window) = page_hits.0 {
             self.sweep(window, "page_hits", |store, cutoff| {
                 store.expire_now(PAGE_HITS, PAGE_HITS_BY_TIME, cutoff)
@@ -524,6 +527,65 @@ impl EmbeddedStore {
         Ok(summary_from_counts(counts))
     }
 
+    /// One read transaction, so the counters and the records are of the same
+    /// moment.
+    fn page_tallies_now(&self, since: Day) -> Result<PageTallies, StoreError> {
+        let txn = self.db.begin_read().map_err(failed)?;
+        let mut tallies = PageTallies::default();
+        let since_day = since.days_since_epoch();
+        for entry in txn
+            .open_table(PAGE_HITS)
+            .map_err(failed)?
+            .iter()
+            .map_err(failed)?
+        {
+            let (_, value) = entry.map_err(failed)?;
+            let (key, ts) = value.value();
+            let day = Day::of(stored(EpochMillis::new(ts.into()))?);
+            if day >= since {
+                *tallies.records.entry((stored_key(key)?, day)).or_default() += 1;
+            }
+        }
+        let mut sums: HashMap<String, u64> = HashMap::new();
+        for entry in txn
+            .open_table(PAGE_DAYS)
+            .map_err(failed)?
+            .iter()
+            .map_err(failed)?
+        {
+            let (id, hits) = entry.map_err(failed)?;
+            let (key, day) = id.value();
+            let hits = hits.value();
+            *sums.entry(key.to_owned()).or_default() += hits;
+            if day >= since_day && hits > 0 {
+                let day = stored_day(day)?;
+                tallies.counted.insert((stored_key(key)?, day), hits);
+            }
+        }
+        for entry in txn
+            .open_table(PAGES)
+            .map_err(failed)?
+            .iter()
+            .map_err(failed)?
+        {
+            let (key, total) = entry.map_err(failed)?;
+            if sums.get(key.value()).copied().unwrap_or(0) != total.value() {
+                tallies.totals_off_days += 1;
+            }
+        }
+        for entry in txn
+            .open_table(DAY_TOTALS)
+            .map_err(failed)?
+            .range(since_day..)
+            .map_err(failed)?
+        {
+            let (day, hits) = entry.map_err(failed)?;
+            let day = stored_day(day.value())?;
+            tallies.day_totals.insert(day, hits.value());
+        }
+        Ok(tallies)
+    }
+
     /// redb blocks on disk I/O; keep it off the async workers.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -625,6 +687,15 @@ impl Store for EmbeddedStore {
 
     fn hit_retention(&self) -> Retention {
         self.hit_retention
+    }
+
+    async fn page_tallies(&self, since: Day) -> Result<PageTallies, StoreError> {
+        self.blocking(move |store| store.page_tallies_now(since))
+            .await
+    }
+
+    fn page_hit_retention(&self) -> Retention {
+        self.page_hit_retention
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
@@ -778,6 +849,11 @@ fn stored_key(key: &str) -> Result<PageKey, StoreError> {
     key.parse().map_err(|e| {
         StoreError::Failed(format!("embedded store holds an invalid counter key: {e}"))
     })
+}
+
+fn stored_day(days_since_epoch: u32) -> Result<Day, StoreError> {
+    Day::from_days_since_epoch(days_since_epoch)
+        .map_err(|e| StoreError::Failed(format!("embedded store holds an invalid day: {e}")))
 }
 
 /// Only valid values are ever written, so an invalid one means the file was damaged.

@@ -15,7 +15,7 @@ use counter_api::{
     Day, Hit, PageKey, PageRecorded, PageStats, PagesOverview, Recorded, ServerId, Summary,
 };
 
-use self::pages::{DayRange, PageHitToCount, VisitorSalt};
+use self::pages::{DayRange, PageHitToCount, PageTallies, VisitorSalt};
 
 pub use self::aerospike::AerospikeStore;
 pub use self::embedded::EmbeddedStore;
@@ -190,6 +190,21 @@ pub trait Store: Send + Sync + 'static {
         day: Day,
         forget_before: Day,
     ) -> impl Future<Output = Result<VisitorSalt, StoreError>> + Send;
+
+    /// The named counters' hits per counter and day, and the day totals, for
+    /// the days from `since` on, beside the page hit records of those days:
+    /// what the audit compares. Reads every counter and every such record, so
+    /// it is for operators and tests, not for pages.
+    fn page_tallies(
+        &self,
+        since: Day,
+    ) -> impl Future<Output = Result<PageTallies, StoreError>> + Send;
+
+    /// How long page hit records are kept (`PAGE_HIT_RETENTION`): the audit
+    /// compares only the days whose records are all still there.
+    fn page_hit_retention(&self) -> Retention {
+        Retention::FOREVER
+    }
 
     /// What is wrong with the store now, in words (a split cluster, batches left
     /// unfinished, a repair waiting), for `GET /v1/audit`.

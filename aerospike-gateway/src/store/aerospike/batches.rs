@@ -276,21 +276,34 @@ pub(super) struct Release {
 }
 
 /// What a batch learns of one of its hits' records in step 2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Claim {
     /// The batch created it: the hit is the batch's to count.
     Owned,
     /// It was there already with no `batch` bin: counted long ago.
     Counted,
-    /// It was there already, created by another batch not yet released: the
-    /// hit is (or will be, by the sweeper) counted by that batch.
-    Pending,
+    /// It was there already, created by another batch (named) not yet
+    /// released: the hit is, or will be (by the sweeper), counted by that
+    /// batch. [`AerospikeStore::settle_pending`] tells which; a hit not counted
+    /// yet is answered 503, so that "duplicate" is only ever said of a hit that
+    /// is counted.
+    Pending(String),
 }
 
-/// What a batch counted: which of its hits it owns (created), and the counters
+impl Claim {
+    /// What a hit is answered when this batch did not count it.
+    pub(super) fn pending_error() -> StoreError {
+        StoreError::Unavailable(
+            "this hit is still being counted by an earlier try of it; retry in a few seconds"
+                .into(),
+        )
+    }
+}
+
+/// What a batch counted: what it made of each of its hits, and the counters
 /// after it.
 pub(super) struct Counted {
-    pub owned: Vec<bool>,
+    pub claims: Vec<Claim>,
     pub total_after: u64,
     pub server_after: HashMap<ServerId, u64>,
 }
@@ -319,7 +332,7 @@ impl AerospikeStore {
             error,
             started: true,
         };
-        let owned = self
+        let mut claims = self
             .claim_hit_records(
                 client,
                 batch,
@@ -329,10 +342,15 @@ impl AerospikeStore {
                 deadline,
             )
             .await
-            .map_err(started)?
-            .into_iter()
-            .map(|claim| claim == Claim::Owned)
-            .collect::<Vec<_>>();
+            .map_err(started)?;
+        self.settle_pending(
+            client,
+            &mut claims,
+            |i| self.key(SUMMARY_SET, hits[i].server.as_str()),
+            deadline,
+        )
+        .await;
+        let owned: Vec<bool> = claims.iter().map(|claim| *claim == Claim::Owned).collect();
         let (total_after, server_after) = self
             .write_counters(client, batch, hits, &owned, deadline)
             .await
@@ -350,7 +368,7 @@ impl AerospikeStore {
             owned_ids: owned_ids(hits, &owned),
         });
         Ok(Counted {
-            owned,
+            claims,
             total_after,
             server_after,
         })
@@ -455,7 +473,7 @@ impl AerospikeStore {
                     owned[i] = found.map(|found| match found {
                         None => Claim::Counted,
                         Some(other) if other == marker => Claim::Owned,
-                        Some(_) => Claim::Pending,
+                        Some(other) => Claim::Pending(other),
                     });
                 }
             }
@@ -466,6 +484,56 @@ impl AerospikeStore {
                 return Err(StoreError::Unavailable(
                     "not every hit record could be written in time".into(),
                 ));
+            }
+        }
+    }
+
+    /// Turns each pending claim whose batch has been counted into
+    /// [`Claim::Counted`]: its batch, or a later one of its writer, is in the
+    /// `applied` map of the counter the hit counts into (`counters[i]`, a
+    /// record every batch owning hit `i` writes). Best effort: a claim whose
+    /// batch cannot be read stays pending, and its hit is answered 503.
+    pub(super) async fn settle_pending(
+        &self,
+        client: &Client,
+        claims: &mut [Claim],
+        counter_of: impl Fn(usize) -> Result<aerospike::Key, StoreError>,
+        deadline: Instant,
+    ) {
+        let read = BatchReadPolicy::default();
+        let mut rows = Vec::new();
+        let mut which = Vec::new();
+        for (i, claim) in claims.iter().enumerate() {
+            let Claim::Pending(other) = claim else {
+                continue;
+            };
+            let (Some(other), Ok(counter)) = (BatchId::parse(other), counter_of(i)) else {
+                continue;
+            };
+            let (from, to) = other.this_and_later();
+            rows.push(BatchOperation::read_ops(
+                &read,
+                counter,
+                [maps::get_by_key_range(
+                    APPLIED_BIN,
+                    Value::from(from),
+                    Value::from(to),
+                    MapReturnType::COUNT,
+                )],
+            ));
+            which.push(i);
+        }
+        if rows.is_empty() {
+            return;
+        }
+        super::batch_with_retries(client, &mut rows, deadline).await;
+        for (i, row) in which.into_iter().zip(&rows) {
+            let applied = row
+                .record()
+                .and_then(|record| record.bins.get(APPLIED_BIN))
+                .is_some_and(|count| matches!(count, Value::Int(n) if *n > 0));
+            if applied {
+                claims[i] = Claim::Counted;
             }
         }
     }

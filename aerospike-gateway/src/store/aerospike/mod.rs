@@ -41,9 +41,9 @@ use tokio::time::Instant;
 
 use counter_api::{Day, PageKey, PageRecorded, PageStats, PagesOverview};
 
-use self::batches::Writer;
+use self::batches::{Claim, Writer};
 use self::split::ClusterView;
-use super::pages::{DayRange, PageHitToCount, VisitorSalt};
+use super::pages::{DayRange, PageHitToCount, PageTallies, VisitorSalt};
 use super::{
     Retention, Store, StoreError, WriteFaults, first_occurrences, number_batch, summary_from_counts,
 };
@@ -317,11 +317,19 @@ impl AerospikeStore {
                 return Err(unfinished.error);
             }
         };
-        let mut owned = counted.owned.into_iter();
-        let counted_hits: Vec<bool> = firsts
+        // Back to the whole batch: a later occurrence of an id is a duplicate.
+        let mut claims = counted.claims.into_iter();
+        let claims: Vec<Claim> = firsts
             .iter()
-            .map(|&first| first && owned.next().unwrap_or_default())
+            .map(|&first| {
+                if first {
+                    claims.next().expect("a claim per first occurrence")
+                } else {
+                    Claim::Counted
+                }
+            })
             .collect();
+        let counted_hits: Vec<bool> = claims.iter().map(|c| *c == Claim::Owned).collect();
         Ok(number_batch(
             hits,
             &counted_hits,
@@ -329,7 +337,11 @@ impl AerospikeStore {
             &counted.server_after,
         )
         .into_iter()
-        .map(Ok)
+        .zip(claims)
+        .map(|(recorded, claim)| match claim {
+            Claim::Pending(_) => Err(Claim::pending_error()),
+            Claim::Owned | Claim::Counted => Ok(recorded),
+        })
         .collect())
     }
 
@@ -565,6 +577,21 @@ impl Store for AerospikeStore {
         match self
             .inner
             .hit_ttl
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => Retention::FOREVER,
+            secs => Retention(Some(Duration::from_secs(secs.into()))),
+        }
+    }
+
+    async fn page_tallies(&self, since: Day) -> Result<PageTallies, StoreError> {
+        self.read_page_tallies(since).await
+    }
+
+    fn page_hit_retention(&self) -> Retention {
+        match self
+            .inner
+            .page_hit_ttl
             .load(std::sync::atomic::Ordering::Relaxed)
         {
             0 => Retention::FOREVER,

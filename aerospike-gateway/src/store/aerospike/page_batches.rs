@@ -82,7 +82,7 @@ impl AerospikeStore {
             error,
             started: true,
         };
-        let claims = METRICS
+        let mut claims = METRICS
             .timed(
                 "page_batch_hit_records",
                 self.claim_hit_records(
@@ -96,6 +96,13 @@ impl AerospikeStore {
             )
             .await
             .map_err(started)?;
+        self.settle_pending(
+            client,
+            &mut claims,
+            |i| self.key(PAGES_SET, hits[i].key.as_str()),
+            deadline,
+        )
+        .await;
         let counted = METRICS
             .timed(
                 "page_batch_counters",
@@ -265,10 +272,7 @@ impl AerospikeStore {
                 .map(|claim| match claim {
                     Claim::Owned => Ok(true),
                     Claim::Counted => Ok(false),
-                    Claim::Pending => Err(StoreError::Unavailable(
-                        "this hit is still being counted by an earlier try of it; retry in a few seconds"
-                            .into(),
-                    )),
+                    Claim::Pending(_) => Err(Claim::pending_error()),
                 })
                 .collect(),
             after,
@@ -424,7 +428,7 @@ fn plan_keys<'a>(
     for (hit, _) in hits
         .iter()
         .zip(claims)
-        .filter(|(_, c)| **c != Claim::Pending)
+        .filter(|(_, c)| !matches!(c, Claim::Pending(_)))
     {
         let at = *index.entry(&hit.key).or_insert_with(|| {
             plans.push(KeyPlan {
@@ -534,7 +538,12 @@ mod tests {
             hit(4, "c", day2),
         ];
         let refs: Vec<&PageHitToCount> = hits.iter().collect();
-        let claims = [Claim::Owned, Claim::Counted, Claim::Owned, Claim::Pending];
+        let claims = [
+            Claim::Owned,
+            Claim::Counted,
+            Claim::Owned,
+            Claim::Pending("another".into()),
+        ];
         let owned: Vec<bool> = claims.iter().map(|c| *c == Claim::Owned).collect();
         let counts = PageBatchCounts::of(refs.iter().copied(), &owned);
         let view: Vec<String> = plan_keys(&refs, &claims, &counts)

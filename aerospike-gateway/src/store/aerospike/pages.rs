@@ -67,7 +67,7 @@ use aerospike::{
     operations,
 };
 use counter_api::{
-    Day, DayCount, DayHits, PageKey, PageRecorded, PageStats, PageTotal, PagesOverview,
+    Day, DayCount, DayHits, EpochMillis, PageKey, PageRecorded, PageStats, PageTotal, PagesOverview,
 };
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -75,8 +75,8 @@ use tokio::time::Instant;
 use crate::metrics::METRICS;
 
 use super::super::pages::{
-    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, TOP_KEPT, TopList, VisitorSalt,
-    first_page_occurrences, number_page_batch, ranks_before,
+    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, PageTallies, TOP_KEPT, TopList,
+    VisitorSalt, first_page_occurrences, number_page_batch, ranks_before,
 };
 use super::{
     AerospikeStore, Backoff, StoreError, TOTAL_BIN, answers, batch_with_retries, millis_until,
@@ -569,6 +569,103 @@ impl AerospikeStore {
             top_today: totals(today),
             days: per_day,
         })
+    }
+
+    /// What the audit compares, read in this order (the counters first, then
+    /// the records): a batch counted meanwhile can then only make a counter
+    /// read older than the records, never the records older than a counter,
+    /// and the repair's guarded writes refuse a counter that moved.
+    pub(super) async fn read_page_tallies(&self, since: Day) -> Result<PageTallies, StoreError> {
+        let client = self.client()?;
+        let mut tallies = PageTallies::default();
+        let since_ms = i64::from(since.days_since_epoch()) * 86_400_000;
+        let mut policy = query_policy();
+        // A full scan takes as long as it takes, but not forever.
+        policy.base_policy.total_timeout = 120_000;
+        let statement = Statement::new(
+            self.inner.namespace.as_str(),
+            PAGES_SET,
+            Bins::from([TOTAL_BIN, DAYS_BIN]),
+        );
+        let mut stream = client
+            .query(&policy, PartitionFilter::all(), statement)
+            .await
+            .map_err(|e| unavailable_or_failed(&e))?
+            .into_stream();
+        while let Some(record) = stream.next().await {
+            let record = record.map_err(|e| unavailable_or_failed(&e))?;
+            let Some(Value::String(key)) = record.key.as_ref().and_then(|k| k.user_key()) else {
+                continue;
+            };
+            let Ok(key) = key.parse::<PageKey>() else {
+                continue;
+            };
+            let days = record
+                .bins
+                .get(DAYS_BIN)
+                .map_or_else(BTreeMap::new, day_counts);
+            if count(record.bins.get(TOTAL_BIN)).unwrap_or(0) != days.values().sum::<u64>() {
+                tallies.totals_off_days += 1;
+            }
+            for (day, hits) in days.range(since..) {
+                if *hits > 0 {
+                    tallies.counted.insert((key.clone(), *day), *hits);
+                }
+            }
+        }
+        let mut days: Vec<Day> = tallies.counted.keys().map(|(_, day)| *day).collect();
+        days.sort_unstable();
+        days.dedup();
+        // The records: only those from `since` on leave the server.
+        policy.base_policy.filter_expression = Some(exp::ge(
+            exp::int_bin(TS_BIN.to_owned()),
+            exp::int_val(since_ms),
+        ));
+        let statement = Statement::new(
+            self.inner.namespace.as_str(),
+            PAGE_HITS_SET,
+            Bins::from([PAGE_BIN, TS_BIN]),
+        );
+        let mut stream = client
+            .query(&policy, PartitionFilter::all(), statement)
+            .await
+            .map_err(|e| unavailable_or_failed(&e))?
+            .into_stream();
+        while let Some(record) = stream.next().await {
+            let record = record.map_err(|e| unavailable_or_failed(&e))?;
+            let (Some(Value::String(key)), Some(Value::Int(ts))) =
+                (record.bins.get(PAGE_BIN), record.bins.get(TS_BIN))
+            else {
+                continue;
+            };
+            let (Ok(key), Ok(ts)) = (key.parse::<PageKey>(), EpochMillis::new(i128::from(*ts)))
+            else {
+                continue;
+            };
+            *tallies.records.entry((key, Day::of(ts))).or_default() += 1;
+        }
+        days.extend(tallies.records.keys().map(|(_, day)| *day));
+        days.sort_unstable();
+        days.dedup();
+        let read = BatchReadPolicy::default();
+        let mut rows = days
+            .iter()
+            .map(|day| {
+                let record = self.key(PAGE_DAYS_SET, &day.to_string())?;
+                Ok(BatchOperation::read(&read, record, Bins::from([HITS_BIN])))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let deadline = Instant::now() + self.inner.timeout;
+        batch_with_retries(client, &mut rows, deadline).await;
+        for (day, row) in days.into_iter().zip(&rows) {
+            let hits = match row.record() {
+                Some(record) => count(record.bins.get(HITS_BIN)).unwrap_or(0),
+                None if absent(row) => 0,
+                None => return Err(row_failure(row)),
+            };
+            tallies.day_totals.insert(day, hits);
+        }
+        Ok(tallies)
     }
 
     /// A cluster from before the top lists gets its all-time list once, from a
