@@ -898,7 +898,6 @@ fn stored_salt(value: Option<&Value>) -> Result<VisitorSalt, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::pages::test_hit as hit;
     use super::*;
 
     #[test]
