@@ -1,5 +1,6 @@
 //! Exactly-once counting of the tutorial's hits on a store without
-//! multi-record transactions.
+//! multi-record transactions; the named counters' hits go through the same
+//! steps ([`page_batches`](super::page_batches)).
 //!
 //! A group commit touches several records: one hit record per hit, `total_hits`
 //! and one counter per server. Any of those writes can time out after the

@@ -18,7 +18,8 @@
 //! Two transient additions make that hold without transactions: a `batch` bin on
 //! a hit record until it is counted, and an `applied` map bin on each counter.
 //!
-//! The named counters (page hits) have sets of their own, described in [`pages`].
+//! The named counters (page hits) have sets of their own, described in [`pages`],
+//! and are counted by the same scheme ([`page_batches`]), with the same sweeper.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,25 +2,27 @@
 //! laid out so `aql` reads them (every key is sent with its record):
 //!
 //! - set `page_hits`: key = the hit id, bins `page` (the counter key) and `ts`
-//!   (integer milliseconds). An existing record marks a retried hit.
-//! - set `pages`: key = the counter key, bins `total` (integer) and `days` (a
-//!   K-ordered map `"YYYY-MM-DD"` → hits that day). Both change in one operate,
-//!   so a key's days always sum to its total.
+//!   (integer milliseconds), and while its batch is not released `batch`. An
+//!   existing record marks a retried hit. Kept `PAGE_HIT_RETENTION`.
+//! - set `pages`: key = the counter key, bins `total` (integer), `days` (a
+//!   K-ordered map `"YYYY-MM-DD"` → hits that day) and `applied` (the batches
+//!   counted into it lately, see [`page_batches`](super::page_batches)). All
+//!   change in one operate, so a key's days always sum to its total.
 //! - set `page_visitors`: key = `"<counter key>@<YYYY-MM-DD>"` (`@` cannot occur
 //!   in a counter key), bins `page`, `day` and `visitors`, a HyperLogLog with
 //!   [`HLL_INDEX_BITS`] index bits and no min-hash bits fed the day's visitor
 //!   hashes.
 //! - set `page_days`: key = `"YYYY-MM-DD"`, bins `day`, `hits` (all counters
-//!   together that day) and `top`, the day's top list: the overview's daily
-//!   chart and today's top keys.
+//!   together that day, with its own `applied` map) and `top`, the day's top
+//!   list: the overview's daily chart and today's top keys.
 //! - set `page_tops`: key `all-time`, bin `top`: the all-time top list.
 //!
 //! A top list is a map counter key → minus its hits, trimmed to the
 //! [`TOP_KEPT`] lowest ranks: the server ranks equal values by key, so rank
 //! order is the overview's order (most hits first, ties by key). It is kept
 //! exact with no record holding every counter ([`TopList`] says why): each
-//! batch offers the counters whose exact new count (read back in step 2) could
-//! enter, and an offer only ever raises a count (an expression: put if lower),
+//! batch offers the counters whose exact new count (read back when it counts
+//! them) could enter, and an offer only ever raises a count (an expression: put if lower),
 //! so offers from concurrent batches may land in any order. Which counters are
 //! offered is cut down by the list's last entry as the gateway last read it:
 //! entries only move up, so that is a lower bound.
@@ -30,24 +32,17 @@
 //!   the one that creates a day's secret deletes those of the days before the
 //!   day before. No record TTLs: a namespace without nsup refuses them.
 //!
-//! A batch of page hits takes three round trips (each one batch call, which the
-//! client splits per node):
-//! 1. the `page_hits` records, one create-only batch write, as for the tutorial's
-//!    hits;
-//! 2. one batch operate over the batch's distinct counter keys: per key
-//!    `add total k`, `increment days[day] by k_day` for each day (a batch can
-//!    straddle midnight), then read back `total` and those days. Keys with only
-//!    duplicates are read, not written. Rows answered KEY_BUSY or otherwise
-//!    surely not applied are sent again with backoff until the deadline. If a
-//!    key surely failed, its just-created `page_hits` records are deleted again
-//!    (one batch) and its hits answered with the error; if its outcome is in
-//!    doubt, they stay and the hits are answered 503 (a retry is then a
-//!    duplicate: at most once, as on the tutorial path);
-//! 3. one batch operate over the `page_visitors` records (`hll add`), the
-//!    `page_days` records of the batch and `page_tops`: not atomic with the
-//!    totals. A row that fails is not retried past the deadline and does not
-//!    fail the hits; it is logged and counted as a write fault (`/metrics`,
-//!    `/readyz`, the audit's findings).
+//! A batch of page hits is counted exactly once through faults by the steps
+//! of [`page_batches`](super::page_batches): an intent, the `page_hits`
+//! records, then `pages` and the `page_days` totals in one batch call, each row
+//! idempotent. After that, best effort and beside each other: the
+//! `page_visitors` HyperLogLogs (`hll add`) and the offers to the top lists. A
+//! row of those that fails does not fail the hits; it is logged and counted as
+//! a write fault (`/metrics`, `/readyz`, the audit's findings).
+//!
+//! `GET /v1/audit` compares `pages` and `page_days` with the `page_hits`
+//! records of the days they all still cover ([`AerospikeStore::read_page_tallies`]),
+//! and the repair of `split.rs` sets proven drift back.
 //!
 //! Reading one counter is one operate on `pages` in parallel with one batch
 //! read of its `page_visitors` days; the overview is one batch read of the
@@ -898,7 +893,6 @@ fn stored_salt(value: Option<&Value>) -> Result<VisitorSalt, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::pages::test_hit as hit;
     use super::*;
 
     #[test]

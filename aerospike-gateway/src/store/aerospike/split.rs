@@ -20,7 +20,9 @@
 //!   and repairs.
 //! - **Repaired:** once the split heals (or an audit finds a difference), the
 //!   gateway recounts the hit records and adds what each counter is missing, with
-//!   a write that applies only if the counter has not moved since the recount. It
+//!   a write that applies only if the counter has not moved since the recount:
+//!   the tutorial's counters, then the named counters' days and day totals over
+//!   the days whose page hit records are all kept. It
 //!   needs a moment with no hits being counted (no intent in `batches`, the
 //!   counters unchanged across the recount), and tries again every few seconds
 //!   until it gets one.
