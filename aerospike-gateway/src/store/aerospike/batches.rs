@@ -274,6 +274,10 @@ pub(super) struct Release {
     pub set: &'static str,
     pub batch: BatchId,
     pub owned_ids: Vec<HitId>,
+    /// Whether the records' markers are cleared (the tutorial's, so `aql`
+    /// shows its two bins) or stay (page hits: the intent's absence says the
+    /// same, for one write less per hit).
+    pub clear_markers: bool,
 }
 
 /// What a batch learns of one of its hits' records in step 2.
@@ -367,6 +371,7 @@ impl AerospikeStore {
             set: HITS_SET,
             batch: batch.clone(),
             owned_ids: owned_ids(hits, &owned),
+            clear_markers: true,
         });
         Ok(Counted {
             claims,
@@ -490,10 +495,11 @@ impl AerospikeStore {
     }
 
     /// Turns each pending claim whose batch has been counted into
-    /// [`Claim::Counted`]: its batch, or a later one of its writer, is in the
-    /// `applied` map of the counter the hit counts into (`counters[i]`, a
-    /// record every batch owning hit `i` writes). Best effort: a claim whose
-    /// batch cannot be read stays pending, and its hit is answered 503.
+    /// [`Claim::Counted`]: its batch's intent is gone (released), or the batch,
+    /// or a later one of its writer, is in the `applied` map of the counter the
+    /// hit counts into (`counter_of(i)`, a record every batch owning hit `i`
+    /// writes). Best effort: a claim whose batch cannot be read stays pending,
+    /// and its hit is answered 503.
     pub(super) async fn settle_pending(
         &self,
         client: &Client,
@@ -512,6 +518,10 @@ impl AerospikeStore {
                 continue;
             };
             let (from, to) = other.this_and_later();
+            let Ok(intent) = self.key(BATCHES_SET, &other.key()) else {
+                continue;
+            };
+            rows.push(BatchOperation::read(&read, intent, Bins::None));
             rows.push(BatchOperation::read_ops(
                 &read,
                 counter,
@@ -528,12 +538,14 @@ impl AerospikeStore {
             return;
         }
         super::batch_with_retries(client, &mut rows, deadline).await;
-        for (i, row) in which.into_iter().zip(&rows) {
-            let applied = row
+        for (i, rows) in which.into_iter().zip(rows.chunks(2)) {
+            let [intent, counter] = rows else { continue };
+            let released = intent.result_code() == Some(ResultCode::KeyNotFoundError);
+            let applied = counter
                 .record()
                 .and_then(|record| record.bins.get(APPLIED_BIN))
                 .is_some_and(|count| matches!(count, Value::Int(n) if *n > 0));
-            if applied {
+            if released || applied {
                 claims[i] = Claim::Counted;
             }
         }
@@ -706,6 +718,9 @@ impl AerospikeStore {
                 )),
                 ..BatchWritePolicy::default()
             };
+            if !release.clear_markers {
+                continue;
+            }
             for id in &release.owned_ids {
                 if let Ok(key) = self.key(release.set, &id.to_string()) {
                     rows.push(BatchOperation::write(&row_policy, key, vec![clear.clone()]));
@@ -890,6 +905,7 @@ impl AerospikeStore {
             set: HITS_SET,
             batch: batch.clone(),
             owned_ids: owned_ids(&hits, &owned),
+            clear_markers: true,
         })
     }
 }

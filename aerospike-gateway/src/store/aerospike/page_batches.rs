@@ -18,8 +18,11 @@
 //!    again until its outcome is known, and one already applied is filtered out
 //!    and read from the map: never applied twice. A row that fails and cannot
 //!    be retried leaves the batch to the sweeper.
-//! 4. **The release**, in the releaser's rounds: the markers are cleared
-//!    (keeping each record's TTL) and the intent deleted.
+//! 4. **The release**, in the releaser's rounds: the intent is deleted. The
+//!    markers stay: a page hit record whose batch has no intent left was
+//!    counted (see [`AerospikeStore::settle_pending`]), so clearing them would
+//!    cost a second write of every page hit record for nothing; unlike the
+//!    tutorial's `hits`, no one expects `page_hits` to look a certain way.
 //!
 //! What stays best effort, after step 3: the visitors' HyperLogLogs (an
 //! estimate; adding a hash twice is harmless anyway) and the top lists (offers
@@ -39,11 +42,12 @@ use tokio::time::Instant;
 
 use super::batches::{APPLIED_BIN, BatchId, Claim, Release, Unfinished, transient};
 use super::pages::{
-    DAY_BIN, DAYS_BIN, HITS_BIN, KeyAfter, KeyPlan, PAGE_BIN, PAGE_DAYS_SET, PAGE_HITS_SET,
-    PAGES_SET, TS_BIN, key_after, map_entries,
+    DAY_BIN, DAYS_BIN, HITS_BIN, KEEP_BIN, KeyAfter, KeyPlan, PAGE_BIN, PAGE_DAYS_SET,
+    PAGE_HITS_SET, PAGES_SET, TS_BIN, key_after, map_entries,
 };
 use super::{AerospikeStore, Backoff, StoreError, TOTAL_BIN, millis_until, unavailable_or_failed};
 use crate::metrics::METRICS;
+use crate::store::Store;
 use crate::store::pages::{PageBatchCounts, PageHitToCount};
 
 /// In an intent: the batch's page hits, each `[id, key, ts]`.
@@ -110,10 +114,12 @@ impl AerospikeStore {
             )
             .await
             .map_err(started)?;
+        // Only the intent goes: the markers stay (see the module's step 4).
         let _ = self.inner.releases.try_send(Release {
             set: PAGE_HITS_SET,
             batch: batch.clone(),
             owned_ids: owned_ids(hits, &claims),
+            clear_markers: false,
         });
         Ok(counted)
     }
@@ -154,6 +160,7 @@ impl AerospikeStore {
             set: PAGE_HITS_SET,
             batch: batch.clone(),
             owned_ids: owned_ids(&hits, &claims),
+            clear_markers: false,
         })
     }
 
@@ -231,6 +238,7 @@ impl AerospikeStore {
                 operations::add(&Bin::new(HITS_BIN, Value::from(*added as i64))),
             ];
             ops.extend(batch.record_applied([(batch.key(), exp::int_bin(HITS_BIN))]));
+            ops.push(self.keep_shortest_retention());
             rows.push(BatchOperation::write(&write, key, ops));
         }
 
@@ -277,6 +285,31 @@ impl AerospikeStore {
                 .collect(),
             after,
         })
+    }
+
+    /// Lowers the day's `keep` to this gateway's page hit retention if that
+    /// is shorter: the audit compares a day only while the shortest-lived
+    /// records written for it must still be there, so a gateway configured
+    /// with a shorter retention (a rolling change of `PAGE_HIT_RETENTION`)
+    /// cannot make the others take expired records for lost ones.
+    fn keep_shortest_retention(&self) -> operations::Operation {
+        let mine = match self.page_hit_retention().0 {
+            Some(window) => window.as_secs() as i64,
+            None => i64::MAX,
+        };
+        let keep = || exp::int_bin(KEEP_BIN.to_owned());
+        operations::exp::write_exp(
+            KEEP_BIN,
+            exp::cond(vec![
+                exp::and(vec![
+                    exp::bin_exists(KEEP_BIN.to_owned()),
+                    exp::lt(keep(), exp::int_val(mine)),
+                ]),
+                keep(),
+                exp::int_val(mine),
+            ]),
+            operations::exp::ExpWriteFlags::DEFAULT,
+        )
     }
 
     /// The entries of `batch` in the `applied` maps of the counters `keys`.

@@ -71,7 +71,7 @@ use crate::metrics::METRICS;
 
 use super::super::pages::{
     DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, PageTallies, TOP_KEPT, TopList,
-    VisitorSalt, first_page_occurrences, number_page_batch, ranks_before,
+    VisitorSalt, audit_window, first_page_occurrences, number_page_batch, ranks_before,
 };
 use super::{
     AerospikeStore, Backoff, StoreError, TOTAL_BIN, answers, batch_with_retries, millis_until,
@@ -93,6 +93,9 @@ pub(super) const DAYS_BIN: &str = "days";
 pub(super) const DAY_BIN: &str = "day";
 const VISITORS_BIN: &str = "visitors";
 pub(super) const HITS_BIN: &str = "hits";
+/// In a `page_days` record: the shortest page hit retention, in seconds, of
+/// any gateway that counted hits of that day (`i64::MAX`: forever).
+pub(super) const KEEP_BIN: &str = "keep";
 /// The unbounded map of every counter of a day that `page_days` records held
 /// before the top lists: deleted by the next write of the day.
 const OLD_PAGES_BIN: &str = "pages";
@@ -647,17 +650,37 @@ impl AerospikeStore {
             .iter()
             .map(|day| {
                 let record = self.key(PAGE_DAYS_SET, &day.to_string())?;
-                Ok(BatchOperation::read(&read, record, Bins::from([HITS_BIN])))
+                Ok(BatchOperation::read(
+                    &read,
+                    record,
+                    Bins::from([HITS_BIN, KEEP_BIN]),
+                ))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let deadline = Instant::now() + self.inner.timeout;
         batch_with_retries(client, &mut rows, deadline).await;
+        let now = std::time::SystemTime::now();
         for (day, row) in days.into_iter().zip(&rows) {
-            let hits = match row.record() {
-                Some(record) => count(record.bins.get(HITS_BIN)).unwrap_or(0),
-                None if absent(row) => 0,
+            let (hits, keep) = match row.record() {
+                Some(record) => (
+                    count(record.bins.get(HITS_BIN)).unwrap_or(0),
+                    count(record.bins.get(KEEP_BIN)),
+                ),
+                None if absent(row) => (0, None),
                 None => return Err(row_failure(row)),
             };
+            // Some gateway wrote records of this day that may have expired.
+            let kept = keep.filter(|secs| *secs < i64::MAX as u64).map(|secs| {
+                audit_window(
+                    crate::store::Retention(Some(std::time::Duration::from_secs(secs))),
+                    now,
+                )
+            });
+            if kept.is_some_and(|first| day < first) {
+                tallies.counted.retain(|(_, d), _| *d != day);
+                tallies.records.retain(|(_, d), _| *d != day);
+                continue;
+            }
             tallies.day_totals.insert(day, hits);
         }
         Ok(tallies)
