@@ -1333,3 +1333,66 @@ async fn edit_page_counter(key: &str, day: counter_api::Day, by: i64) {
         .expect("editing the pages record");
     client.close().await.ok();
 }
+
+/// Gateways that keep page hit records for different times (a rolling change
+/// of `PAGE_HIT_RETENTION`): once the records of the short-lived one expire,
+/// the others must not take its counts for drift and "repair" them away. The
+/// day's `keep` (the shortest retention that counted it) takes the day out of
+/// every gateway's audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(aerospike),
+    ignore = "AEROSPIKE_HOSTS is not set, so there is no Aerospike cluster to run against"
+)]
+async fn a_gateway_with_a_shorter_retention_does_not_make_the_others_repair_its_days() {
+    let short =
+        Counter::start_with(Backend::Aerospike, 0, &[("PAGE_HIT_RETENTION", "3s")], &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let long = e2e::Gateway::start(Backend::Aerospike, dir.path(), dir.path()).await;
+    let key = format!("{}/short-lived", run_prefix());
+    let id = uuid::Uuid::new_v4().to_string();
+    // Three days back: inside the 7 days the other gateways audit, and a day
+    // no other test writes to.
+    let ts = now_ms() - 3 * 86_400_000;
+    let day = counter_api::Day::of(counter_api::EpochMillis::new(ts.into()).unwrap());
+    let first = post_page_hits(&short.gateway.url, vec![page_hit(&id, &key, ts)]).await;
+    assert_eq!((first[0].total, first[0].duplicate), (1, false));
+
+    let hosts = Backend::aerospike_hosts().expect("AEROSPIKE_HOSTS");
+    let started = std::time::Instant::now();
+    while e2e::missing_records(&hosts, "page_hits", std::slice::from_ref(&id))
+        .await
+        .is_empty()
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the page hit record did not expire"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // The long-lived gateway audits (which would ask for a repair of any
+    // drift it found), then has time for a few repair rounds.
+    let audit = long.audit().await;
+    assert!(
+        !audit.pages.days.contains(&day),
+        "{day} is audited although its records may have expired: {:?}",
+        audit.pages
+    );
+    assert!(
+        !audit
+            .pages
+            .drift
+            .iter()
+            .any(|d| d.key.as_ref().is_some_and(|k| k.as_str() == key)),
+        "{:?}",
+        audit.pages.drift
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    let stats = long.page_stats(&key, 4).await;
+    let on_day = stats
+        .days
+        .iter()
+        .find(|d| d.day == day)
+        .map_or(0, |d| d.hits);
+    assert_eq!((stats.total, on_day), (1, 1), "the count stays");
+}
