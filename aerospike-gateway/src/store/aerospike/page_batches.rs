@@ -264,8 +264,9 @@ impl AerospikeStore {
         for (i, plan) in plans.iter().enumerate() {
             let known = match earlier.remove(&i) {
                 Some(Some(counts)) => Ok(counts),
-                // A later batch of the writer has been counted since: this one
-                // was counted, but its numbers are gone.
+                // This batch was counted, but its numbers are gone (a later
+                // batch of the writer replaced them) or were never kept (a
+                // day it only read).
                 Some(None) => Err(StoreError::Unavailable(format!(
                     "batch {batch} was counted, but its numbers are no longer known; \
                      the retry of a hit will answer it as counted"
@@ -432,17 +433,14 @@ fn after_from_entries(
     entries: &BTreeMap<String, u64>,
 ) -> Option<KeyAfter> {
     let total = *entries.get(&batch.key())?;
+    // A day the batch only read (its hits on it were duplicates) has no entry:
+    // its count then is not known, and the counter's hits are answered 503.
     let days = plan
         .days
         .keys()
         .map(|day| {
-            // A day the batch only read (duplicates) has no entry: it did not
-            // change, and its hits are answered with the count as it is.
-            let n = entries
-                .get(&batch.entry_for(&day.to_string()))
-                .copied()
-                .unwrap_or(0);
-            Some((*day, n))
+            let n = entries.get(&batch.entry_for(&day.to_string()))?;
+            Some((*day, *n))
         })
         .collect::<Option<BTreeMap<Day, u64>>>()?;
     Some((total, days))
