@@ -299,7 +299,7 @@ impl AerospikeStore {
     ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
         let deadline = Instant::now() + self.inner.timeout;
         let client = self.client()?;
-        self.refuse_if_split()?;
+        self.wait_while_split_suspected(deadline).await?;
         let firsts = first_occurrences(hits);
         let new: Vec<&Hit> = hits
             .iter()
@@ -604,9 +604,6 @@ impl Store for AerospikeStore {
         &self,
         hits: Vec<PageHitToCount>,
     ) -> Vec<Result<PageRecorded, StoreError>> {
-        if let Err(error) = self.refuse_if_split() {
-            return vec![Err(error); hits.len()];
-        }
         match self.record_page_batch(&hits).await {
             Ok(results) => results,
             Err(error) => vec![Err(error); hits.len()],

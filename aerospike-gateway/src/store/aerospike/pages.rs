@@ -142,6 +142,7 @@ impl AerospikeStore {
     ) -> Result<Vec<Result<PageRecorded, StoreError>>, StoreError> {
         let deadline = Instant::now() + self.inner.timeout;
         let client = self.client()?;
+        self.wait_while_split_suspected(deadline).await?;
         let firsts = first_page_occurrences(hits);
         let new: Vec<&PageHitToCount> = hits
             .iter()

@@ -14,7 +14,10 @@
 //!   [`SPLIT_AFTER`] polls in a row mean a split (a node joining or leaving moves
 //!   every node to the new key within a moment, so it does not look like one).
 //! - **Refused, not duplicated:** while split, hits are answered 503 (nothing is
-//!   written) and `/readyz` is 503, so no further N is given twice.
+//!   written) and `/readyz` is 503, so no further N is given twice. From the
+//!   first poll that sees two clusters until the split is declared or gone,
+//!   new batches wait (up to the store deadline), so the window in which both
+//!   sides can count is at most one poll long.
 //! - **Reported:** `GET /v1/audit` lists the split, the counters that disagree
 //!   with the hit records, and the repair waiting, and the metrics count splits
 //!   and repairs.
@@ -48,6 +51,8 @@ use crate::store::{Retention, Store};
 use counter_api::PageDrift;
 
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a batch held by a suspected split looks again.
+const SUSPECT_POLL: Duration = Duration::from_millis(10);
 /// Polls in a row that must see two clusters before the gateway calls it a split.
 const SPLIT_AFTER: u32 = 4;
 /// How often a due repair is tried.
@@ -81,6 +86,32 @@ impl AerospikeStore {
                 "the Aerospike cluster is split ({split}); hits wait until it heals, so that no N is given twice"
             ))),
             None => Ok(()),
+        }
+    }
+
+    /// Waits while the last poll saw the nodes in more than one cluster but
+    /// not yet for long enough to call it a split: a node joining or leaving
+    /// passes in a poll or two, while a real split lets each side count
+    /// alone, and every hit counted before the split is declared may get a
+    /// number the other side gives too. `Err` once it is a split, or if the
+    /// doubt outlasts `deadline`.
+    pub(super) async fn wait_while_split_suspected(
+        &self,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        loop {
+            self.refuse_if_split()?;
+            if self.view().streak == 0 {
+                return Ok(());
+            }
+            if Instant::now() + SUSPECT_POLL >= deadline {
+                return Err(StoreError::Unavailable(
+                    "the Aerospike cluster's nodes disagree on its membership; hits wait \
+                     until they agree, so that no number is given twice"
+                        .into(),
+                ));
+            }
+            tokio::time::sleep(SUSPECT_POLL).await;
         }
     }
 
