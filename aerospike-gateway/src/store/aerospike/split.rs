@@ -10,7 +10,9 @@
 //! So the gateway watches for it and answers it:
 //!
 //! - **Detected:** every [`WATCH_INTERVAL`] it asks each node it knows for its
-//!   cluster key. Nodes that stay members of different clusters for
+//!   cluster key, over a connection of its own: a node cut off from the others
+//!   may leave the client's node list (no other node lists it as a peer), so
+//!   every node seen in the last [`FORGET_NODE_AFTER`] is asked. Nodes that stay members of different clusters for
 //!   [`SPLIT_AFTER`] polls in a row mean a split (a node joining or leaving moves
 //!   every node to the new key within a moment, so it does not look like one).
 //! - **Refused, not duplicated:** while split, hits are answered 503 (nothing is
@@ -33,7 +35,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aerospike::policy::AdminPolicy;
 use aerospike::query::{PartitionFilter, Statement};
 use aerospike::{Bin, Bins, Client, ResultCode, Value, operations};
 use futures::StreamExt;
@@ -51,6 +52,10 @@ use crate::store::{Retention, Store};
 use counter_api::PageDrift;
 
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a node the client no longer lists is still asked for its cluster.
+const FORGET_NODE_AFTER: Duration = Duration::from_secs(120);
+/// How long one node may take to answer the watch.
+const INFO_TIMEOUT: Duration = Duration::from_millis(300);
 /// How often a batch held by a suspected split looks again.
 const SUSPECT_POLL: Duration = Duration::from_millis(10);
 /// Polls in a row that must see two clusters before the gateway calls it a split.
@@ -69,6 +74,8 @@ pub(super) struct ClusterView {
     pub repair_due: bool,
     /// What the last repair attempt found, for the audit.
     pub last_repair: Option<String>,
+    /// Every node address seen in the client's node list, and when last.
+    known: BTreeMap<String, Instant>,
 }
 
 impl AerospikeStore {
@@ -186,13 +193,24 @@ impl AerospikeStore {
     }
 
     async fn watch(&self, client: &Client) {
-        let policy = AdminPolicy::default();
+        let addresses: Vec<String> = {
+            let mut view = self.view();
+            let now = Instant::now();
+            for node in client.nodes() {
+                view.known.insert(node.address().to_owned(), now);
+            }
+            view.known
+                .retain(|_, seen| now.duration_since(*seen) < FORGET_NODE_AFTER);
+            view.known.keys().cloned().collect()
+        };
+        let answers = futures::future::join_all(addresses.iter().map(|address| async move {
+            let answer = tokio::time::timeout(INFO_TIMEOUT, info(address, "statistics")).await;
+            (address, answer)
+        }))
+        .await;
         let mut clusters: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for node in client.nodes() {
-            let Ok(answer) = node.info(&policy, &["statistics"]).await else {
-                continue;
-            };
-            let Some(stats) = answer.get("statistics") else {
+        for (address, answer) in answers {
+            let Ok(Ok(stats)) = answer else {
                 continue;
             };
             let field = |name: &str| {
@@ -207,7 +225,7 @@ impl AerospikeStore {
                 clusters
                     .entry(key.to_owned())
                     .or_default()
-                    .push(node.address().to_owned());
+                    .push(address.clone());
             }
         }
         let mut view = self.view();
@@ -453,4 +471,27 @@ impl AerospikeStore {
             Err(error) => Err(unavailable_or_failed(&error)),
         }
     }
+}
+
+/// One info command over a connection of its own to the node at `address`
+/// (`host:port`): a header (version 2, type 1, 48-bit length) and the
+/// command's name, answered `name\tvalue\n`.
+async fn info(address: &str, command: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    let body = format!("{command}\n");
+    let header = (2_u64 << 56) | (1_u64 << 48) | body.len() as u64;
+    stream.write_all(&header.to_be_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    let mut header = [0_u8; 8];
+    stream.read_exact(&mut header).await?;
+    let length = (u64::from_be_bytes(header) & 0xffff_ffff_ffff) as usize;
+    let mut answer = vec![0_u8; length];
+    stream.read_exact(&mut answer).await?;
+    let answer = String::from_utf8_lossy(&answer);
+    Ok(answer
+        .split_once('\t')
+        .map_or("", |(_, value)| value)
+        .trim_end()
+        .to_owned())
 }
