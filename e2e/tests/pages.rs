@@ -1177,7 +1177,9 @@ async fn a_write_that_fails_for_good_reaches_readyz_the_audit_and_metrics() {
 /// counts them (counters, page hit records and day totals alike) and agrees.
 /// On Aerospike, a `pages` record edited by hand (5 more in `total` and in
 /// today's `days` entry) shows as drift naming the key and the day, and, with
-/// no hits flowing, the gateway repairs it by itself within seconds: the audit
+/// no hits flowing, the gateway repairs it by itself (within a minute: each
+/// try recounts every hit and page hit record of a shared node, and waits for
+/// other suites' batches to pause): the audit
 /// agrees again and the counter is back to its hit records.
 async fn the_audit_covers_named_counters_and_a_counter_edited_by_hand_is_repaired(
     backend: Backend,
@@ -1286,8 +1288,8 @@ async fn the_audit_covers_named_counters_and_a_counter_edited_by_hand_is_repaire
             break audit;
         }
         assert!(
-            edited.elapsed() < std::time::Duration::from_secs(20),
-            "the edited counter was not repaired within 20 s: {audit:?}"
+            edited.elapsed() < std::time::Duration::from_secs(60),
+            "the edited counter was not repaired within 60 s: {audit:?}"
         );
     };
     eprintln!(
