@@ -12,9 +12,10 @@
 //! - **Detected:** every [`WATCH_INTERVAL`] it asks each node it knows for its
 //!   cluster key, over a connection of its own: a node cut off from the others
 //!   may leave the client's node list (no other node lists it as a peer), so
-//!   every node seen in the last [`FORGET_NODE_AFTER`] is asked. Nodes that stay members of different clusters for
-//!   [`SPLIT_AFTER`] polls in a row mean a split (a node joining or leaving moves
-//!   every node to the new key within a moment, so it does not look like one).
+//!   every node seen in the last [`FORGET_NODE_AFTER`] is asked. Nodes that stay
+//!   members of different clusters for [`SPLIT_AFTER`] polls in a row mean a
+//!   split (a node joining or leaving moves every node to the new key within a
+//!   moment, so it does not look like one).
 //! - **Refused, not duplicated:** while split, hits are answered 503 (nothing is
 //!   written) and `/readyz` is 503, so no further N is given twice. From the
 //!   first poll that sees two clusters until the split is declared or gone,
@@ -27,10 +28,9 @@
 //!   gateway recounts the hit records and adds what each counter is missing, with
 //!   a write that applies only if the counter has not moved since the recount:
 //!   the tutorial's counters, then the named counters' days and day totals over
-//!   the days whose page hit records are all kept. It
-//!   needs a moment with no hits being counted (no intent in `batches`, the
-//!   counters unchanged across the recount), and tries again every few seconds
-//!   until it gets one.
+//!   the days whose page hit records are all kept. It needs a moment with no
+//!   hits being counted (no intent in `batches`, the counters unchanged across
+//!   the recount), and tries again every few seconds until it gets one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
