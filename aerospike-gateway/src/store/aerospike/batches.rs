@@ -321,6 +321,23 @@ pub(super) struct Unfinished {
     pub started: bool,
 }
 
+impl Unfinished {
+    /// What the hits of `batch` are answered. A batch that may have left
+    /// something in the store is left to the sweeper, and `writer` takes a new
+    /// id, so that nothing it writes later can be mistaken for that batch.
+    pub(super) fn answer(self, writer: &std::sync::Mutex<Writer>, batch: &BatchId) -> StoreError {
+        if self.started {
+            writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .abandon();
+            tracing::warn!(%batch, error = %self.error,
+                "batch not finished in time; the sweeper will finish it");
+        }
+        self.error
+    }
+}
+
 impl AerospikeStore {
     /// Counts `hits` (distinct ids) as batch `batch`, steps 1 to 3, then starts
     /// step 4 in the background. Answers only when every counter is written.
@@ -331,30 +348,20 @@ impl AerospikeStore {
         hits: &[&Hit],
         deadline: Instant,
     ) -> Result<Counted, Unfinished> {
-        self.write_intent(client, batch, INTENT_HITS_BIN, intent_list(hits), deadline)
+        let list = hits
+            .iter()
+            .map(|hit| intent_entry(hit.id, hit.server.as_str(), hit.ts))
+            .collect();
+        self.write_intent(client, batch, INTENT_HITS_BIN, list, deadline)
             .await?;
         let started = |error| Unfinished {
             error,
             started: true,
         };
-        let mut claims = self
-            .claim_hit_records(
-                client,
-                batch,
-                HITS_SET,
-                hit_record_bins(hits),
-                self.hit_expiration(),
-                deadline,
-            )
+        let claims = self
+            .claim_hit_records(client, batch, &HitRecords::of(self, hits), deadline)
             .await
             .map_err(started)?;
-        self.settle_pending(
-            client,
-            &mut claims,
-            |i| self.key(SUMMARY_SET, hits[i].server.as_str()),
-            deadline,
-        )
-        .await;
         let owned: Vec<bool> = claims.iter().map(|claim| *claim == Claim::Owned).collect();
         let (total_after, server_after) = self
             .write_counters(client, batch, hits, &owned, deadline)
@@ -418,34 +425,34 @@ impl AerospikeStore {
         }
     }
 
-    /// Step 2: creates the hit records of `set` that do not exist yet, each
-    /// with `bins` and the batch's marker, and answers, per hit, what the batch
-    /// makes of it. Every row is tried until its answer is known or the
-    /// deadline comes.
+    /// Step 2: creates the hit records that do not exist yet, each with its
+    /// bins and the batch's marker, and answers, per hit, what the batch makes
+    /// of it (a pending claim is settled if its batch is known to be counted).
+    /// Every row is tried until its answer is known or the deadline comes.
     pub(super) async fn claim_hit_records(
         &self,
         client: &Client,
         batch: &BatchId,
-        set: &str,
-        records: Vec<(HitId, Vec<Bin>)>,
-        expiration: aerospike::Expiration,
+        records: &HitRecords,
         deadline: Instant,
     ) -> Result<Vec<Claim>, StoreError> {
+        let set = records.set;
         let marker = batch.key();
         let row_policy = BatchWritePolicy {
             record_exists_action: RecordExistsAction::CreateOnly,
-            expiration,
+            expiration: records.expiration,
             send_key: true,
             ..BatchWritePolicy::default()
         };
-        let mut rows = Vec::with_capacity(records.len());
-        let mut ids = Vec::with_capacity(records.len());
-        for (id, mut bins) in records {
+        let mut rows = Vec::with_capacity(records.bins.len());
+        let mut ids = Vec::with_capacity(records.bins.len());
+        for (id, bins) in &records.bins {
+            let mut bins = bins.clone();
             bins.push(Bin::new(MARKER_BIN, Value::from(marker.clone())));
             let key = self.key(set, &id.to_string())?;
             let ops: Vec<_> = bins.iter().map(operations::put).collect();
             rows.push(BatchOperation::write(&row_policy, key, ops));
-            ids.push(id);
+            ids.push(*id);
         }
         let mut owned: Vec<Option<Claim>> = vec![None; ids.len()];
         let mut backoff = Backoff::new();
@@ -484,7 +491,10 @@ impl AerospikeStore {
                 }
             }
             if owned.iter().all(Option::is_some) {
-                return Ok(owned.into_iter().flatten().collect());
+                let mut claims: Vec<Claim> = owned.into_iter().flatten().collect();
+                self.settle_pending(client, &mut claims, &records.counters, deadline)
+                    .await;
+                return Ok(claims);
             }
             if !backoff.wait(deadline).await {
                 return Err(StoreError::Unavailable(
@@ -497,14 +507,14 @@ impl AerospikeStore {
     /// Turns each pending claim whose batch has been counted into
     /// [`Claim::Counted`]: its batch's intent is gone (released), or the batch,
     /// or a later one of its writer, is in the `applied` map of the counter the
-    /// hit counts into (`counter_of(i)`, a record every batch owning hit `i`
+    /// hit counts into (`counters[i]`, a record every batch owning hit `i`
     /// writes). Best effort: a claim whose batch cannot be read stays pending,
     /// and its hit is answered 503.
-    pub(super) async fn settle_pending(
+    async fn settle_pending(
         &self,
         client: &Client,
         claims: &mut [Claim],
-        counter_of: impl Fn(usize) -> Result<aerospike::Key, StoreError>,
+        counters: &[Result<aerospike::Key, StoreError>],
         deadline: Instant,
     ) {
         let read = BatchReadPolicy::default();
@@ -514,7 +524,7 @@ impl AerospikeStore {
             let Claim::Pending(other) = claim else {
                 continue;
             };
-            let (Some(other), Ok(counter)) = (BatchId::parse(other), counter_of(i)) else {
+            let (Some(other), Ok(counter)) = (BatchId::parse(other), &counters[i]) else {
                 continue;
             };
             let (from, to) = other.this_and_later();
@@ -524,7 +534,7 @@ impl AerospikeStore {
             rows.push(BatchOperation::read(&read, intent, Bins::None));
             rows.push(BatchOperation::read_ops(
                 &read,
-                counter,
+                counter.clone(),
                 [maps::get_by_key_range(
                     APPLIED_BIN,
                     Value::from(from),
@@ -887,14 +897,7 @@ impl AerospikeStore {
         let hits = intent_hits(intent);
         let hits: Vec<&Hit> = hits.iter().collect();
         let owned: Vec<bool> = self
-            .claim_hit_records(
-                client,
-                batch,
-                HITS_SET,
-                hit_record_bins(&hits),
-                self.hit_expiration(),
-                deadline,
-            )
+            .claim_hit_records(client, batch, &HitRecords::of(self, &hits), deadline)
             .await?
             .into_iter()
             .map(|claim| claim == Claim::Owned)
@@ -918,49 +921,117 @@ fn owned_ids(hits: &[&Hit], owned: &[bool]) -> Vec<HitId> {
         .collect()
 }
 
-/// An intent's list of the tutorial's hits: `[id, server, ts]` each.
-fn intent_list(hits: &[&Hit]) -> Vec<Value> {
-    hits.iter()
-        .map(|hit| {
-            Value::List(vec![
-                Value::from(hit.id.to_string()),
-                Value::from(hit.server.as_str().to_owned()),
-                Value::from(i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64")),
-            ])
-        })
-        .collect()
+/// The hit records a batch claims in step 2: in `set`, each hit's id with its
+/// bins, and the key of the counter each hit counts into (to settle a pending
+/// claim).
+pub(super) struct HitRecords {
+    pub set: &'static str,
+    pub expiration: aerospike::Expiration,
+    pub bins: Vec<(HitId, Vec<Bin>)>,
+    pub counters: Vec<Result<aerospike::Key, StoreError>>,
 }
 
-/// The bins of the tutorial's hit records, as the tutorial writes them.
-fn hit_record_bins(hits: &[&Hit]) -> Vec<(HitId, Vec<Bin>)> {
-    hits.iter()
-        .map(|hit| {
-            let ts = i64::try_from(hit.ts.as_u64()).expect("EpochMillis fits in i64");
-            let bins = vec![
-                Bin::new("server", Value::from(hit.server.as_str().to_owned())),
-                Bin::new("ts", Value::from(ts)),
-            ];
-            (hit.id, bins)
-        })
-        .collect()
+impl HitRecords {
+    /// The tutorial's hit records, as the tutorial writes them; each hit
+    /// counts into its server's counter.
+    fn of(store: &AerospikeStore, hits: &[&Hit]) -> Self {
+        HitRecords {
+            set: HITS_SET,
+            expiration: store.hit_expiration(),
+            bins: hits
+                .iter()
+                .map(|hit| {
+                    let bins = vec![
+                        Bin::new("server", Value::from(hit.server.as_str().to_owned())),
+                        Bin::new("ts", ts_value(hit.ts)),
+                    ];
+                    (hit.id, bins)
+                })
+                .collect(),
+            counters: hits
+                .iter()
+                .map(|hit| store.key(SUMMARY_SET, hit.server.as_str()))
+                .collect(),
+        }
+    }
 }
 
-/// The hits an intent lists; entries another writer left malformed are skipped.
-fn intent_hits(bins: &aerospike::IndexMap<String, Value>) -> Vec<Hit> {
-    let Some(Value::List(hits)) = bins.get(INTENT_HITS_BIN) else {
-        return Vec::new();
+/// A timestamp as the records hold it: integer milliseconds.
+pub(super) fn ts_value(ts: EpochMillis) -> Value {
+    Value::from(i64::try_from(ts.as_u64()).expect("EpochMillis fits in i64"))
+}
+
+/// One entry of an intent's list: `[id, what the hit counts into, ts]` (a
+/// server for the tutorial's hits, a counter key for page hits).
+pub(super) fn intent_entry(id: HitId, counts_into: &str, ts: EpochMillis) -> Value {
+    Value::List(vec![
+        Value::from(id.to_string()),
+        Value::from(counts_into.to_owned()),
+        ts_value(ts),
+    ])
+}
+
+/// The entries of an intent's list in `bin`, as [`intent_entry`] wrote them;
+/// entries another writer left malformed are skipped.
+pub(super) fn intent_entries<'a>(
+    bins: &'a aerospike::IndexMap<String, Value>,
+    bin: &str,
+) -> impl Iterator<Item = (HitId, &'a str, EpochMillis)> + 'a {
+    let entries = match bins.get(bin) {
+        Some(Value::List(entries)) => entries.as_slice(),
+        _ => &[],
     };
-    hits.iter()
-        .filter_map(|hit| match hit {
-            Value::List(fields) => match fields.as_slice() {
-                [Value::String(id), Value::String(server), Value::Int(ts)] => Some(Hit {
-                    id: id.parse().ok()?,
-                    server: server.parse().ok()?,
-                    ts: EpochMillis::new(i128::from(*ts)).ok()?,
-                }),
-                _ => None,
-            },
+    entries.iter().filter_map(|entry| match entry {
+        Value::List(fields) => match fields.as_slice() {
+            [
+                Value::String(id),
+                Value::String(counts_into),
+                Value::Int(ts),
+            ] => Some((
+                id.parse().ok()?,
+                counts_into.as_str(),
+                EpochMillis::new(i128::from(*ts)).ok()?,
+            )),
             _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// The hits an intent lists.
+fn intent_hits(bins: &aerospike::IndexMap<String, Value>) -> Vec<Hit> {
+    intent_entries(bins, INTENT_HITS_BIN)
+        .filter_map(|(id, server, ts)| {
+            Some(Hit {
+                id,
+                server: server.parse().ok()?,
+                ts,
+            })
+        })
+        .collect()
+}
+
+/// The first occurrences of a batch's ids, in batch order: what a group
+/// commit counts.
+pub(super) fn first_only<'a, H>(hits: &'a [H], firsts: &[bool]) -> Vec<&'a H> {
+    hits.iter()
+        .zip(firsts)
+        .filter_map(|(hit, &first)| first.then_some(hit))
+        .collect()
+}
+
+/// Back from the first occurrences to the whole batch: each first
+/// occurrence's value in order, `later` for an id seen before in the batch.
+pub(super) fn back_to_batch<T>(firsts: &[bool], values: Vec<T>, later: impl Fn() -> T) -> Vec<T> {
+    let mut values = values.into_iter();
+    firsts
+        .iter()
+        .map(|&first| {
+            if first {
+                values.next().expect("a value per first occurrence")
+            } else {
+                later()
+            }
         })
         .collect()
 }

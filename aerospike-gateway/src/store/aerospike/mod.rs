@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use counter_api::{Day, PageKey, PageRecorded, PageStats, PagesOverview};
 
-use self::batches::{Claim, Writer};
+use self::batches::{Claim, Writer, back_to_batch, first_only};
 use self::split::ClusterView;
 use super::pages::{DayRange, PageHitToCount, PageTallies, VisitorSalt};
 use super::{
@@ -238,6 +238,28 @@ impl AerospikeStore {
         }
     }
 
+    /// Every record of `set` (its `bins`) that passes `policy`'s filter, as
+    /// a stream whose failures are the store's.
+    async fn scan(
+        &self,
+        client: &Client,
+        policy: &QueryPolicy,
+        set: &str,
+        bins: Bins,
+    ) -> Result<
+        impl futures::Stream<Item = Result<aerospike::Record, StoreError>> + use<>,
+        StoreError,
+    > {
+        let statement = Statement::new(self.inner.namespace.as_str(), set, bins);
+        let records = client
+            .query(policy, PartitionFilter::all(), statement)
+            .await
+            .map_err(|e| unavailable_or_failed(&e))?;
+        Ok(records
+            .into_stream()
+            .map(|record| record.map_err(|e| unavailable_or_failed(&e))))
+    }
+
     /// A plain `operate(add delta, get)` on a counter, not idempotent: for the
     /// operator's reconcile and for reads (`delta = 0`, as a batch whose hits are
     /// all duplicates does). Batches count through [`batches`]. KEY_BUSY and
@@ -301,35 +323,13 @@ impl AerospikeStore {
         let client = self.client()?;
         self.wait_while_split_suspected(deadline).await?;
         let firsts = first_occurrences(hits);
-        let new: Vec<&Hit> = hits
-            .iter()
-            .zip(&firsts)
-            .filter_map(|(hit, &first)| first.then_some(hit))
-            .collect();
         let batch = self.writer().next_batch();
-        let counted = match self.count_batch(client, &batch, &new, deadline).await {
-            Ok(counted) => counted,
-            Err(unfinished) => {
-                if unfinished.started {
-                    self.writer().abandon();
-                    tracing::warn!(%batch, error = %unfinished.error,
-                        "batch not finished in time; the sweeper will finish it");
-                }
-                return Err(unfinished.error);
-            }
-        };
-        // Back to the whole batch: a later occurrence of an id is a duplicate.
-        let mut claims = counted.claims.into_iter();
-        let claims: Vec<Claim> = firsts
-            .iter()
-            .map(|&first| {
-                if first {
-                    claims.next().expect("a claim per first occurrence")
-                } else {
-                    Claim::Counted
-                }
-            })
-            .collect();
+        let counted = self
+            .count_batch(client, &batch, &first_only(hits, &firsts), deadline)
+            .await
+            .map_err(|unfinished| unfinished.answer(&self.inner.writer, &batch))?;
+        // A later occurrence of an id is a duplicate.
+        let claims = back_to_batch(&firsts, counted.claims, || Claim::Counted);
         let counted_hits: Vec<bool> = claims.iter().map(|c| *c == Claim::Owned).collect();
         Ok(number_batch(
             hits,
@@ -496,19 +496,12 @@ impl Store for AerospikeStore {
         let client = self.client()?;
         let mut policy = query_policy();
         policy.base_policy.total_timeout = self.inner.timeout.as_millis() as u32;
-        let statement = Statement::new(
-            self.inner.namespace.as_str(),
-            SUMMARY_SET,
-            Bins::from([TOTAL_BIN]),
-        );
-        let records = client
-            .query(&policy, PartitionFilter::all(), statement)
-            .await
-            .map_err(|e| unavailable_or_failed(&e))?;
+        let mut stream = self
+            .scan(client, &policy, SUMMARY_SET, Bins::from([TOTAL_BIN]))
+            .await?;
         let mut summary = Summary::default();
-        let mut stream = records.into_stream();
         while let Some(record) = stream.next().await {
-            let record = record.map_err(|e| unavailable_or_failed(&e))?;
+            let record = record?;
             let Some(Value::String(key)) = record.key.as_ref().and_then(|k| k.user_key().cloned())
             else {
                 tracing::warn!(
@@ -536,19 +529,12 @@ impl Store for AerospikeStore {
         let mut policy = query_policy();
         // A full scan takes as long as it takes, but not forever.
         policy.base_policy.total_timeout = 120_000;
-        let statement = Statement::new(
-            self.inner.namespace.as_str(),
-            HITS_SET,
-            Bins::from(["server"]),
-        );
-        let records = client
-            .query(&policy, PartitionFilter::all(), statement)
-            .await
-            .map_err(|e| unavailable_or_failed(&e))?;
+        let mut stream = self
+            .scan(client, &policy, HITS_SET, Bins::from(["server"]))
+            .await?;
         let mut counts = std::collections::BTreeMap::new();
-        let mut stream = records.into_stream();
         while let Some(record) = stream.next().await {
-            let record = record.map_err(|e| unavailable_or_failed(&e))?;
+            let record = record?;
             if let Some(Value::String(server)) = record.bins.get("server")
                 && let Ok(server) = server.parse::<ServerId>()
             {

@@ -37,10 +37,13 @@ use aerospike::{
     BatchOperation, BatchReadPolicy, BatchWritePolicy, Bin, Client, IndexMap, MapReturnType,
     ResultCode, Value, operations,
 };
-use counter_api::{Day, EpochMillis, HitId, PageKey};
+use counter_api::{Day, HitId, PageKey};
 use tokio::time::Instant;
 
-use super::batches::{APPLIED_BIN, BatchId, Claim, Release, Unfinished, transient};
+use super::batches::{
+    APPLIED_BIN, BatchId, Claim, HitRecords, Release, Unfinished, intent_entries, intent_entry,
+    transient, ts_value,
+};
 use super::pages::{
     DAY_BIN, DAYS_BIN, HITS_BIN, KEEP_BIN, KeyAfter, KeyPlan, PAGE_BIN, PAGE_DAYS_SET,
     PAGE_HITS_SET, PAGES_SET, TS_BIN, key_after, map_entries,
@@ -74,39 +77,23 @@ impl AerospikeStore {
         hits: &[&PageHitToCount],
         deadline: Instant,
     ) -> Result<PageCounted, Unfinished> {
-        self.write_intent(
-            client,
-            batch,
-            INTENT_PAGE_HITS_BIN,
-            intent_list(hits),
-            deadline,
-        )
-        .await?;
+        let list = hits
+            .iter()
+            .map(|hit| intent_entry(hit.id, hit.key.as_str(), hit.ts))
+            .collect();
+        self.write_intent(client, batch, INTENT_PAGE_HITS_BIN, list, deadline)
+            .await?;
         let started = |error| Unfinished {
             error,
             started: true,
         };
-        let mut claims = METRICS
+        let claims = METRICS
             .timed(
                 "page_batch_hit_records",
-                self.claim_hit_records(
-                    client,
-                    batch,
-                    PAGE_HITS_SET,
-                    page_hit_record_bins(hits),
-                    self.page_hit_expiration(),
-                    deadline,
-                ),
+                self.claim_hit_records(client, batch, &page_hit_records(self, hits), deadline),
             )
             .await
             .map_err(started)?;
-        self.settle_pending(
-            client,
-            &mut claims,
-            |i| self.key(PAGES_SET, hits[i].key.as_str()),
-            deadline,
-        )
-        .await;
         let counted = METRICS
             .timed(
                 "page_batch_counters",
@@ -136,14 +123,7 @@ impl AerospikeStore {
         let hits = intent_page_hits(intent);
         let hits: Vec<&PageHitToCount> = hits.iter().collect();
         let claims = self
-            .claim_hit_records(
-                client,
-                batch,
-                PAGE_HITS_SET,
-                page_hit_record_bins(&hits),
-                self.page_hit_expiration(),
-                deadline,
-            )
+            .claim_hit_records(client, batch, &page_hit_records(self, &hits), deadline)
             .await?;
         let counted = self
             .write_page_counters(client, batch, &hits, &claims, deadline)
@@ -488,56 +468,40 @@ fn owned_ids(hits: &[&PageHitToCount], claims: &[Claim]) -> Vec<HitId> {
         .collect()
 }
 
-fn ts_value(ts: EpochMillis) -> Value {
-    Value::from(i64::try_from(ts.as_u64()).expect("EpochMillis fits in i64"))
-}
-
-/// An intent's list of page hits: `[id, key, ts]` each.
-fn intent_list(hits: &[&PageHitToCount]) -> Vec<Value> {
-    hits.iter()
-        .map(|hit| {
-            Value::List(vec![
-                Value::from(hit.id.to_string()),
-                Value::from(hit.key.as_str().to_owned()),
-                ts_value(hit.ts),
-            ])
-        })
-        .collect()
-}
-
-/// The page hits an intent lists (without visitors, which stay best effort);
-/// entries another writer left malformed are skipped.
+/// The page hits an intent lists (without visitors, which stay best effort).
 fn intent_page_hits(bins: &IndexMap<String, Value>) -> Vec<PageHitToCount> {
-    let Some(Value::List(hits)) = bins.get(INTENT_PAGE_HITS_BIN) else {
-        return Vec::new();
-    };
-    hits.iter()
-        .filter_map(|hit| match hit {
-            Value::List(fields) => match fields.as_slice() {
-                [Value::String(id), Value::String(key), Value::Int(ts)] => Some(PageHitToCount {
-                    id: id.parse().ok()?,
-                    key: key.parse().ok()?,
-                    ts: EpochMillis::new(i128::from(*ts)).ok()?,
-                    visitor: None,
-                }),
-                _ => None,
-            },
-            _ => None,
+    intent_entries(bins, INTENT_PAGE_HITS_BIN)
+        .filter_map(|(id, key, ts)| {
+            Some(PageHitToCount {
+                id,
+                key: key.parse().ok()?,
+                ts,
+                visitor: None,
+            })
         })
         .collect()
 }
 
-/// The bins of a page hit record.
-fn page_hit_record_bins(hits: &[&PageHitToCount]) -> Vec<(HitId, Vec<Bin>)> {
-    hits.iter()
-        .map(|hit| {
-            let bins = vec![
-                Bin::new(PAGE_BIN, Value::from(hit.key.as_str().to_owned())),
-                Bin::new(TS_BIN, ts_value(hit.ts)),
-            ];
-            (hit.id, bins)
-        })
-        .collect()
+/// The page hit records of a batch; each hit counts into its counter.
+fn page_hit_records(store: &AerospikeStore, hits: &[&PageHitToCount]) -> HitRecords {
+    HitRecords {
+        set: PAGE_HITS_SET,
+        expiration: store.page_hit_expiration(),
+        bins: hits
+            .iter()
+            .map(|hit| {
+                let bins = vec![
+                    Bin::new(PAGE_BIN, Value::from(hit.key.as_str().to_owned())),
+                    Bin::new(TS_BIN, ts_value(hit.ts)),
+                ];
+                (hit.id, bins)
+            })
+            .collect(),
+        counters: hits
+            .iter()
+            .map(|hit| store.key(PAGES_SET, hit.key.as_str()))
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -552,10 +516,11 @@ mod tests {
             hit(2, "b", 1_764_028_800_000),
         ];
         let refs: Vec<&PageHitToCount> = hits.iter().collect();
-        let bins = IndexMap::from([(
-            INTENT_PAGE_HITS_BIN.to_owned(),
-            Value::List(intent_list(&refs)),
-        )]);
+        let list = refs
+            .iter()
+            .map(|hit| intent_entry(hit.id, hit.key.as_str(), hit.ts))
+            .collect();
+        let bins = IndexMap::from([(INTENT_PAGE_HITS_BIN.to_owned(), Value::List(list))]);
         assert_eq!(intent_page_hits(&bins), hits);
     }
 

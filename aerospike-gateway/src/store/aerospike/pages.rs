@@ -55,7 +55,6 @@ use aerospike::expressions::{self as exp, ExpType};
 use aerospike::operations::exp::{ExpWriteFlags, write_exp};
 use aerospike::operations::hll::{self, HllPolicy};
 use aerospike::operations::maps::{self, MapOrder};
-use aerospike::query::{PartitionFilter, Statement};
 use aerospike::{
     BatchOperation, BatchReadPolicy, BatchWritePolicy, Bin, Bins, Client, IndexMap, MapPolicy,
     MapReturnType, MapWriteFlags, ReadPolicy, RecordExistsAction, ResultCode, Value, WritePolicy,
@@ -73,6 +72,7 @@ use super::super::pages::{
     DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, PageTallies, TOP_KEPT, TopList,
     VisitorSalt, audit_window, first_page_occurrences, number_page_batch, ranks_before,
 };
+use super::batches::{back_to_batch, first_only};
 use super::{
     AerospikeStore, Backoff, StoreError, TOTAL_BIN, answers, batch_with_retries, millis_until,
     query_policy, retryable, row_failure, unavailable_or_failed,
@@ -144,35 +144,13 @@ impl AerospikeStore {
         let client = self.client()?;
         self.wait_while_split_suspected(deadline).await?;
         let firsts = first_page_occurrences(hits);
-        let new: Vec<&PageHitToCount> = hits
-            .iter()
-            .zip(&firsts)
-            .filter_map(|(hit, &first)| first.then_some(hit))
-            .collect();
         let batch = self.page_writer().next_batch();
-        let counted = match self.count_page_batch(client, &batch, &new, deadline).await {
-            Ok(counted) => counted,
-            Err(unfinished) => {
-                if unfinished.started {
-                    self.page_writer().abandon();
-                    tracing::warn!(%batch, error = %unfinished.error,
-                        "page batch not finished in time; the sweeper will finish it");
-                }
-                return Err(unfinished.error);
-            }
-        };
-        // Back to the whole batch: a later occurrence of an id is a duplicate.
-        let mut claims = counted.claims.into_iter();
-        let created: Vec<Result<bool, StoreError>> = firsts
-            .iter()
-            .map(|&first| {
-                if first {
-                    claims.next().expect("a claim per first occurrence")
-                } else {
-                    Ok(false)
-                }
-            })
-            .collect();
+        let counted = self
+            .count_page_batch(client, &batch, &first_only(hits, &firsts), deadline)
+            .await
+            .map_err(|unfinished| unfinished.answer(&self.inner.page_writer, &batch))?;
+        // A later occurrence of an id is a duplicate.
+        let created = back_to_batch(&firsts, counted.claims, || Ok(false));
         let is_counted: Vec<bool> = created.iter().map(|c| matches!(c, Ok(true))).collect();
         let counts = PageBatchCounts::of(hits, &is_counted);
         let mut known = HashMap::new();
@@ -581,18 +559,16 @@ impl AerospikeStore {
         let mut policy = query_policy();
         // A full scan takes as long as it takes, but not forever.
         policy.base_policy.total_timeout = 120_000;
-        let statement = Statement::new(
-            self.inner.namespace.as_str(),
-            PAGES_SET,
-            Bins::from([TOTAL_BIN, DAYS_BIN]),
-        );
-        let mut stream = client
-            .query(&policy, PartitionFilter::all(), statement)
-            .await
-            .map_err(|e| unavailable_or_failed(&e))?
-            .into_stream();
+        let mut stream = self
+            .scan(
+                client,
+                &policy,
+                PAGES_SET,
+                Bins::from([TOTAL_BIN, DAYS_BIN]),
+            )
+            .await?;
         while let Some(record) = stream.next().await {
-            let record = record.map_err(|e| unavailable_or_failed(&e))?;
+            let record = record?;
             let Some(Value::String(key)) = record.key.as_ref().and_then(|k| k.user_key()) else {
                 continue;
             };
@@ -620,18 +596,16 @@ impl AerospikeStore {
             exp::int_bin(TS_BIN.to_owned()),
             exp::int_val(since_ms),
         ));
-        let statement = Statement::new(
-            self.inner.namespace.as_str(),
-            PAGE_HITS_SET,
-            Bins::from([PAGE_BIN, TS_BIN]),
-        );
-        let mut stream = client
-            .query(&policy, PartitionFilter::all(), statement)
-            .await
-            .map_err(|e| unavailable_or_failed(&e))?
-            .into_stream();
+        let mut stream = self
+            .scan(
+                client,
+                &policy,
+                PAGE_HITS_SET,
+                Bins::from([PAGE_BIN, TS_BIN]),
+            )
+            .await?;
         while let Some(record) = stream.next().await {
-            let record = record.map_err(|e| unavailable_or_failed(&e))?;
+            let record = record?;
             let (Some(Value::String(key)), Some(Value::Int(ts))) =
                 (record.bins.get(PAGE_BIN), record.bins.get(TS_BIN))
             else {
@@ -703,20 +677,13 @@ impl AerospikeStore {
         }
         let mut policy = query_policy();
         policy.base_policy.total_timeout = 120_000;
-        let statement = Statement::new(
-            self.inner.namespace.as_str(),
-            PAGES_SET,
-            Bins::from([TOTAL_BIN]),
-        );
-        let records = client
-            .query(&policy, PartitionFilter::all(), statement)
-            .await
-            .map_err(|e| unavailable_or_failed(&e))?;
-        let mut stream = records.into_stream();
+        let mut stream = self
+            .scan(client, &policy, PAGES_SET, Bins::from([TOTAL_BIN]))
+            .await?;
         let mut best = TopList::default();
         let mut counters = 0_u64;
         while let Some(record) = stream.next().await {
-            let record = record.map_err(|e| unavailable_or_failed(&e))?;
+            let record = record?;
             let Some(Value::String(key)) = record.key.as_ref().and_then(|k| k.user_key()) else {
                 continue;
             };

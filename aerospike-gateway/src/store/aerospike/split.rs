@@ -35,7 +35,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aerospike::query::{PartitionFilter, Statement};
 use aerospike::{Bin, Bins, Client, ResultCode, Value, operations};
 use futures::StreamExt;
 use tokio::time::Instant;
@@ -256,15 +255,10 @@ impl AerospikeStore {
     pub(super) async fn unfinished_batches(&self, client: &Client) -> Result<usize, StoreError> {
         let mut policy = query_policy();
         policy.base_policy.total_timeout = self.inner.timeout.as_millis() as u32;
-        let statement = Statement::new(self.inner.namespace.as_str(), BATCHES_SET, Bins::None);
-        let records = client
-            .query(&policy, PartitionFilter::all(), statement)
-            .await
-            .map_err(|e| unavailable_or_failed(&e))?;
-        let mut stream = records.into_stream();
+        let mut stream = self.scan(client, &policy, BATCHES_SET, Bins::None).await?;
         let mut n = 0;
         while let Some(record) = stream.next().await {
-            record.map_err(|e| unavailable_or_failed(&e))?;
+            record?;
             n += 1;
         }
         Ok(n)
