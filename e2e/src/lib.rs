@@ -24,7 +24,7 @@ pub use cluster::{Cluster, freeze, info};
 pub use counter::{
     Counter, Gateway, Runtime, Setup, WASMTIME_SERVE_FLAGS, Web, free_port, get_json, get_text,
 };
-pub use pages::{PageAnswer, post_page_hit_until_acknowledged};
+pub use pages::{PageAnswer, badge_count, post_page_hit_until_acknowledged};
 pub use process::Process;
 pub use proxy::TcpProxy;
 pub use records::{NAMESPACE, aerospike_client, missing_records};

@@ -63,3 +63,20 @@ pub async fn post_page_hit_until_acknowledged(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The exact count a badge shows in its title, e.g. `hits: 1,234`.
+pub fn badge_count(svg: &str) -> u64 {
+    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("{e}: {svg}"));
+    let title = doc
+        .descendants()
+        .find(|n| n.has_tag_name("title"))
+        .and_then(|n| n.text())
+        .expect("a badge has a title");
+    title
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("no count in {title:?}"))
+}

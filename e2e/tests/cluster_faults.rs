@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use counter_api::{Audit, Recorded};
 use e2e::{
-    Backend, Cluster, Gateway, PageAnswer, Web, freeze, http_client, missing_records,
+    Backend, Cluster, Gateway, PageAnswer, Web, badge_count, freeze, http_client, missing_records,
     post_page_hit_until_acknowledged, seen_by,
 };
 use serde_json::json;
@@ -604,23 +604,6 @@ async fn badge_client(web: String, stop: Arc<AtomicBool>) -> Seen {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     seen
-}
-
-/// The exact count a badge shows in its title, e.g. `hits: 1,234`.
-fn badge_count(svg: &str) -> u64 {
-    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("{e}: {svg}"));
-    let title = doc
-        .descendants()
-        .find(|n| n.has_tag_name("title"))
-        .and_then(|n| n.text())
-        .expect("a badge has a title");
-    title
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .replace(',', "")
-        .parse()
-        .unwrap_or_else(|_| panic!("no count in {title:?}"))
 }
 
 /// Posts hits to a gateway, retrying a failed hit with the same id (a retry

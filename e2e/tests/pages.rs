@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use counter_api::{BatchOutcomes, Outcome, PageRecorded, PageStats, PagesOverview};
 use e2e::{
-    Backend, Counter, Runtime, Setup, get_json, get_text, http_client, on_every_backend,
-    on_every_runtime_and_backend,
+    Backend, Counter, Runtime, Setup, badge_count, get_json, get_text, http_client,
+    on_every_backend, on_every_runtime_and_backend,
 };
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -47,23 +47,6 @@ async fn post_hit(client: &reqwest::Client, web: &str, key: &str) -> PageRecorde
     let body = response.text().await.expect("body");
     assert_eq!(status, StatusCode::CREATED, "{body}");
     serde_json::from_str(&body).expect("a PageRecorded")
-}
-
-/// The exact count a badge shows in its title, e.g. `hits: 1,234`.
-fn badge_count(svg: &str) -> u64 {
-    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("{e}: {svg}"));
-    let title = doc
-        .descendants()
-        .find(|n| n.has_tag_name("title"))
-        .and_then(|n| n.text())
-        .expect("a badge has a title");
-    title
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .replace(',', "")
-        .parse()
-        .unwrap_or_else(|_| panic!("no count in {title:?}"))
 }
 
 async fn badge(client: &reqwest::Client, web: &str, key: &str, query: &str) -> String {
