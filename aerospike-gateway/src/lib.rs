@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 
 use crate::api::AppState;
 use crate::config::{Config, StoreChoice};
-use crate::recorder::Recorder;
+use crate::recorder::{HitKind, Recorder};
 use counter_store::audit as reconcile;
 use counter_store::{Events, Retention, Store};
 use store_aerospike::AerospikeStore;
@@ -123,7 +123,7 @@ async fn reconcile_store<S: Store>(store: S, apply: bool) -> anyhow::Result<()> 
 async fn run<S: Store>(listener: TcpListener, store: S, config: &Config) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let recorder = Recorder::start(
-        "tutorial",
+        HitKind::Tutorial,
         {
             let store = store.clone();
             move |hits| {
@@ -135,7 +135,7 @@ async fn run<S: Store>(listener: TcpListener, store: S, config: &Config) -> anyh
         config.store_timeout(),
     );
     let page_recorder = Recorder::start(
-        "page",
+        HitKind::Page,
         {
             let store = store.clone();
             move |hits| {

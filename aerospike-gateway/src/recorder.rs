@@ -55,12 +55,38 @@ struct Pending<H, A> {
     span: tracing::Span,
 }
 
+/// Which kind of hit a recorder counts: what names it in the metrics and spans,
+/// and the store operation its batches are timed as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitKind {
+    /// The tutorial's hits (`POST /v1/hits`).
+    Tutorial,
+    /// Page hits on named counters (`POST /v1/page-hits`).
+    Page,
+}
+
+impl HitKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            HitKind::Tutorial => "tutorial",
+            HitKind::Page => "page",
+        }
+    }
+
+    fn store_operation(self) -> &'static str {
+        match self {
+            HitKind::Tutorial => "record_hits",
+            HitKind::Page => "record_page_hits",
+        }
+    }
+}
+
 /// The handle request handlers use to record a hit of kind `H` (a tutorial hit
 /// or a page hit), answered with `A`; cheap to clone.
 pub struct Recorder<H, A> {
     queue: mpsc::Sender<Pending<H, A>>,
     timeout: Duration,
-    kind: &'static str,
+    kind: HitKind,
 }
 
 impl<H, A> Clone for Recorder<H, A> {
@@ -76,8 +102,8 @@ impl<H, A> Clone for Recorder<H, A> {
 impl<H: Send + 'static, A: Answer + Send + 'static> Recorder<H, A> {
     /// Starts the task that hands batches of up to `max_batch` hits to `write`,
     /// one batch at a time; `write` answers, in order, each hit's outcome.
-    /// `kind` names the hits in the metrics (`tutorial` or `page`).
-    pub fn start<W, F>(kind: &'static str, write: W, max_batch: usize, timeout: Duration) -> Self
+    /// `kind` names the hits in the metrics and spans.
+    pub fn start<W, F>(kind: HitKind, write: W, max_batch: usize, timeout: Duration) -> Self
     where
         W: Fn(Vec<H>) -> F + Send + 'static,
         F: Future<Output = Vec<Result<A, StoreError>>> + Send + 'static,
@@ -94,7 +120,8 @@ impl<H: Send + 'static, A: Answer + Send + 'static> Recorder<H, A> {
     /// Records one hit; answers once the batch that counts it is durable. Its span
     /// is in the request's trace, or in `caller`'s if given.
     pub async fn record(&self, hit: H, caller: Option<CallerTrace>) -> Result<A, StoreError> {
-        let span = tracing::info_span!(target: SPANS, "record hit", counter.kind = self.kind);
+        let span =
+            tracing::info_span!(target: SPANS, "record hit", counter.kind = self.kind.label());
         if let Some(caller) = caller {
             caller.adopt(&span);
         }
@@ -124,7 +151,7 @@ impl<H: Send + 'static, A: Answer + Send + 'static> Recorder<H, A> {
 }
 
 async fn write_batches<H, A: Answer, W, F>(
-    kind: &'static str,
+    kind: HitKind,
     write: W,
     mut pending: mpsc::Receiver<Pending<H, A>>,
     max_batch: usize,
@@ -132,12 +159,8 @@ async fn write_batches<H, A: Answer, W, F>(
     W: Fn(Vec<H>) -> F,
     F: Future<Output = Vec<Result<A, StoreError>>>,
 {
-    let operation = if kind == "page" {
-        "record_page_hits"
-    } else {
-        "record_hits"
-    };
-    let kind = Kind { kind };
+    let operation = kind.store_operation();
+    let kind = Kind { kind: kind.label() };
     let mut batch = Vec::with_capacity(max_batch);
     while pending.recv_many(&mut batch, max_batch).await > 0 {
         METRICS

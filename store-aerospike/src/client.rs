@@ -118,12 +118,14 @@ impl Retry {
     }
 }
 
-/// Runs `attempt` (one request to one record) until it answers, fails in a way
-/// `retry` does not allow, or the next try would not end before `deadline`;
-/// every retry waits its [`Backoff`] and is reported to `events`.
+/// Runs `attempt` (one request to one record: `what`, for the log) until it
+/// answers, fails in a way `retry` does not allow, or the next try would not
+/// end before `deadline`; every retry waits its [`Backoff`] and is reported to
+/// `events`.
 pub(crate) async fn retrying<T, F>(
     events: &Events,
     retry: Retry,
+    what: &str,
     deadline: Instant,
     mut attempt: impl FnMut() -> F,
 ) -> Result<T, AsError>
@@ -140,7 +142,7 @@ where
             return Err(error);
         }
         events.retried(retry.cause(&error));
-        tracing::debug!(%error, "retrying a write");
+        tracing::debug!(%error, "retrying {what}");
     }
 }
 

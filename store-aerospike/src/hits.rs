@@ -56,6 +56,7 @@ impl AerospikeStore {
         let total = retrying(
             &self.inner.events,
             Retry::IfNotApplied,
+            "a counter update",
             deadline,
             || async {
                 if delta == 0 {

@@ -263,13 +263,19 @@ impl AerospikeStore {
         let bins = [Bin::new(bin, Value::List(list))];
         let maybe_written = std::sync::atomic::AtomicBool::new(false);
         let policy = self.write_policy(deadline);
-        crate::client::retrying(&self.inner.events, Retry::Idempotent, deadline, || async {
-            let put = client.put(&policy, &key, &bins).await;
-            if put.as_ref().is_err_and(|error| error.in_doubt()) {
-                maybe_written.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            put
-        })
+        crate::client::retrying(
+            &self.inner.events,
+            Retry::Idempotent,
+            "a batch intent",
+            deadline,
+            || async {
+                let put = client.put(&policy, &key, &bins).await;
+                if put.as_ref().is_err_and(|error| error.in_doubt()) {
+                    maybe_written.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                put
+            },
+        )
         .await
         .map_err(|error| Unfinished {
             error: unavailable_or_failed(&error),

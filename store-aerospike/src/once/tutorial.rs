@@ -135,18 +135,24 @@ async fn count_once(
     ops.push(operations::get_bin(TOTAL_BIN));
     let mut policy: WritePolicy = store.write_policy(deadline);
     policy.base_policy.filter_expression = Some(batch.not_counted_yet());
-    let after = retrying(&store.inner.events, Retry::Idempotent, deadline, || async {
-        match client.operate(&policy, &key, &ops).await {
-            Ok(record) => Ok(Some(counter_value(&record.bins))),
-            // Counted before: the number is in the map.
-            Err(error) if error.matches(&[ResultCode::FilteredOut]) => {
-                applied_entry(client, &key, &entry, deadline)
-                    .await
-                    .map(|after| after.map(Some))
+    let after = retrying(
+        &store.inner.events,
+        Retry::Idempotent,
+        "a counter update",
+        deadline,
+        || async {
+            match client.operate(&policy, &key, &ops).await {
+                Ok(record) => Ok(Some(counter_value(&record.bins))),
+                // Counted before: the number is in the map.
+                Err(error) if error.matches(&[ResultCode::FilteredOut]) => {
+                    applied_entry(client, &key, &entry, deadline)
+                        .await
+                        .map(|after| after.map(Some))
+                }
+                Err(error) => Err(error),
             }
-            Err(error) => Err(error),
-        }
-    })
+        },
+    )
     .await
     .map_err(|error| unavailable_or_failed(&error))?;
     match after {
