@@ -22,7 +22,7 @@ pub use artifacts::Artifacts;
 pub use backend::Backend;
 pub use cluster::{Cluster, freeze, info};
 pub use counter::{
-    Counter, Gateway, Runtime, Setup, WASMTIME_SERVE_FLAGS, Web, free_port, get_json, get_text,
+    Counter, Gateway, Runtime, SPIN_ENV, Setup, WASMTIME_SERVE_FLAGS, Web, free_port, get_json, get_text,
 };
 pub use pages::{PageAnswer, badge_count, post_page_hit_until_acknowledged};
 pub use process::Process;
