@@ -9,6 +9,11 @@ WASMTIME_VERSION=45.0.3
 WASMTIME_FEATURES=run,serve,cranelift,parallel-compilation,pooling-allocator,cache,logging,component-model,component-model-async
 # How wasmtime serves the web tier; the same flags as e2e's WASMTIME_SERVE_FLAGS.
 WASMTIME_SERVE_FLAGS=(-Wcomponent-model-async -Sp3 -Scli -Opooling-memory-keep-resident=262144 -Opooling-table-keep-resident=65536)
+# How `spin up` serves the web tier; the same as e2e's SPIN_ENV. One Tokio worker
+# thread: on two, Spin 4.0.2's server often writes a response's head before the
+# body has crossed from the instance, and the body then waits 40 ms for the
+# client's delayed ACK (Spin sets no TCP_NODELAY). See "The web component".
+SPIN_UP_ENV=(TOKIO_WORKER_THREADS=1)
 TOOLS_DIR=${AWESOME_COUNTER_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/awesome-counter}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

@@ -86,13 +86,14 @@ async fn handle(request: Request) -> Response {
             .expect("a valid status and headers");
     }
     // A replica whose configuration is broken is not healthy either.
-    let config = match Config::from_env() {
+    let config = match instance_config() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("configuration error: {error}");
             return plain(500, &format!("The counter is misconfigured: {error}\n"));
         }
     };
+    let config = &*config;
     // A header sent on several lines is one comma-separated list (RFC 9110): a
     // client's own X-Forwarded-For line must not hide the one a proxy added.
     let header = |name: &str| {
@@ -105,13 +106,13 @@ async fn handle(request: Request) -> Response {
                 .join(", ")
         })
     };
-    let gateway = Gateway::new(&config, TraceContext::from_headers(request.headers()));
+    let gateway = Gateway::new(config, TraceContext::from_headers(request.headers()));
     match route {
         Route::Healthz => plain(200, "ok\n"),
-        Route::Counter => count_hit(&gateway, &config)
+        Route::Counter => count_hit(&gateway, config)
             .await
             .unwrap_or_else(|e| unavailable(&e)),
-        Route::StatsPage => stats_page(&gateway, &config)
+        Route::StatsPage => stats_page(&gateway, config)
             .await
             .unwrap_or_else(|e| unavailable(&e)),
         Route::StatsJson => stats(&gateway)
@@ -127,10 +128,10 @@ async fn handle(request: Request) -> Response {
                 )
             })
             .unwrap_or_else(|e| unavailable(&e)),
-        Route::Badge(Ok(key)) => badge(&gateway, &config, key, query, &header).await,
+        Route::Badge(Ok(key)) => badge(&gateway, config, key, query, &header).await,
         Route::PageStatsPage(Ok(key)) => page_stats_page(&gateway, &key, query).await,
         Route::PageApi(Ok(key)) if method == Method::POST => {
-            count_page_hit_api(&gateway, &config, key, query, &header).await
+            count_page_hit_api(&gateway, config, key, query, &header).await
         }
         Route::PageApi(Ok(key)) => read_page_api(&gateway, &key, query).await,
         Route::Badge(Err(error)) => plain(
@@ -141,6 +142,24 @@ async fn handle(request: Request) -> Response {
         Route::PageApi(Err(error)) => json_error(400, "invalid_key", &error.to_string()),
         Route::PagesApi => pages_api(&gateway, query).await,
     }
+}
+
+/// The configuration, read once per instance: an instance serves many requests
+/// (WASIp3), and its environment cannot change while it lives.
+fn instance_config() -> Result<std::rc::Rc<Config>, std::rc::Rc<config::ConfigError>> {
+    thread_local! {
+        static CONFIG: std::cell::OnceCell<Result<std::rc::Rc<Config>, std::rc::Rc<config::ConfigError>>> =
+            const { std::cell::OnceCell::new() };
+    }
+    CONFIG.with(|config| {
+        config
+            .get_or_init(|| {
+                Config::from_env()
+                    .map(std::rc::Rc::new)
+                    .map_err(std::rc::Rc::new)
+            })
+            .clone()
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,11 @@ pub struct Tiers {
     /// The Aerospike server processes on this machine that serve the cluster
     /// (a remote cluster's are not seen, and the column stays empty).
     pub store: Vec<i32>,
+    /// A load balancer in front of the web tier, counted with it.
+    pub door: Option<i32>,
+    /// The gateway's base URL, whose `/metrics` say how many hits each call from
+    /// the web tier carried.
+    pub gateway_url: Option<String>,
 }
 
 /// CPU µs per answered hit, by tier.
@@ -50,8 +55,20 @@ impl Tiers {
         Self {
             web: Some(web),
             gateway: Some(gateway),
-            store: Vec::new(),
+            ..Self::default()
         }
+    }
+
+    /// Also counts `pid`'s CPU, a load balancer's, in the web tier.
+    pub fn with_door(mut self, pid: i32) -> Self {
+        self.door = Some(pid);
+        self
+    }
+
+    /// Reads hits per call from the gateway at `url` too.
+    pub fn with_calls_from(mut self, url: &str) -> Self {
+        self.gateway_url = Some(url.to_owned());
+        self
     }
 
     /// A web runtime alone: a static page, or the tutorial's app.
@@ -85,7 +102,9 @@ impl Tiers {
             (!pids.is_empty()).then(|| pids.iter().map(|&p| tree_cpu_seconds(p)).sum())
         };
         Reading {
-            web: self.web.map(tree_cpu_seconds),
+            web: self
+                .web
+                .map(|web| tree_cpu_seconds(web) + self.door.map_or(0.0, tree_cpu_seconds)),
             gateway: self.gateway.map(tree_cpu_seconds),
             store: sum(&self.store),
         }

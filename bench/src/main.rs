@@ -18,6 +18,7 @@
 
 mod badges;
 mod cpu;
+mod door;
 mod load;
 mod otlp_sink;
 mod report;
@@ -33,7 +34,7 @@ use e2e::{Artifacts, Backend, Gateway, Process, Runtime, Web, free_port};
 use crate::badges::{BadgeKeys, BadgeTally};
 use crate::cpu::Tiers;
 use crate::load::{Ask, Target};
-use crate::report::{Row, Table};
+use crate::report::{Row, SPIN_HAPROXY_AEROSPIKE, Table};
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks the awesome-counter hit path")]
@@ -101,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
     let badge_row = badge_row_name(&args, "embedded");
     table.compare(&badge_row, "full path, embedded", Some(BADGE_FLOOR));
-    let full_path = Tiers::full_path(web.pid(), gateway.pid());
+    let full_path = Tiers::full_path(web.pid(), gateway.pid()).with_calls_from(&gateway.url);
     let gateway_alone = Tiers::gateway(gateway.pid());
     let targets = [
         (
@@ -191,7 +192,9 @@ async fn main() -> anyhow::Result<()> {
         let base = gateway.summary().await.total_hits;
         let badge_row = badge_row_name(&args, "Aerospike");
         table.compare(&badge_row, "full path, Aerospike", Some(BADGE_FLOOR));
-        let full_path = Tiers::full_path(web.pid(), gateway.pid()).with_local_asd(&seed);
+        let full_path = Tiers::full_path(web.pid(), gateway.pid())
+            .with_calls_from(&gateway.url)
+            .with_local_asd(&seed);
         let gateway_alone = Tiers::gateway(gateway.pid()).with_local_asd(&seed);
         let targets = [
             (
@@ -223,16 +226,38 @@ async fn main() -> anyhow::Result<()> {
         ];
         let mut targets = targets.to_vec();
         let _spin_web = match &artifacts.spin {
-            Some(_) => Some(
-                spin_full_path(
+            Some(_) => {
+                let web = spin_full_path(
                     &mut table,
                     &mut targets,
                     &gateway,
                     ("Aerospike", Some(&seed)),
                     dir.path(),
                 )
-                .await,
-            ),
+                .await;
+                let door = match door::find() {
+                    Some(haproxy) => {
+                        let authority = web.url.trim_start_matches("http://");
+                        let (door, url) = door::start(&haproxy, authority, dir.path()).await;
+                        let tiers = Tiers::full_path(web.pid(), gateway.pid())
+                            .with_door(door.pid().as_raw())
+                            .with_calls_from(&gateway.url)
+                            .with_local_asd(&seed);
+                        targets.push((
+                            target(SPIN_HAPROXY_AEROSPIKE, &url, Ask::CounterPage),
+                            tiers,
+                        ));
+                        Some(door)
+                    }
+                    None => {
+                        table.note(
+                            "no haproxy (HAPROXY, PATH or /usr/sbin): no row behind HAProxy".into(),
+                        );
+                        None
+                    }
+                };
+                Some((web, door))
+            }
             None => None,
         };
         let acknowledged = run_all(&mut table, &targets, &args.concurrency, duration, base).await;
@@ -317,7 +342,7 @@ async fn traced_full_path(
     )
     .await;
     let web = Web::start(&gateway.url, "bench-web-traced", dir, &[]).await;
-    let tiers = Tiers::full_path(web.pid(), gateway.pid());
+    let tiers = Tiers::full_path(web.pid(), gateway.pid()).with_calls_from(&gateway.url);
     table.compare(ROW, "full path, embedded", None);
     let targets = [(target(ROW, &web.url, Ask::CounterPage), tiers)];
     let acknowledged = run_all(table, &targets, &args.concurrency, duration, 0).await;
@@ -347,7 +372,7 @@ async fn spin_full_path(
     .await;
     let name = format!("full path on Spin, {store}");
     table.compare(&name, SPIN_CEILING, None);
-    let tiers = Tiers::full_path(web.pid(), gateway.pid());
+    let tiers = Tiers::full_path(web.pid(), gateway.pid()).with_calls_from(&gateway.url);
     let tiers = match seed {
         Some(seed) => tiers.with_local_asd(seed),
         None => tiers,
@@ -416,8 +441,15 @@ async fn run_all(
                 reset_peak_rss(pid);
             }
             let before = tiers.read();
+            let calls_before = calls(tiers).await;
             let outcome = load::run(target, clients, duration).await;
             let cost = tiers.read().since(&before, outcome.ok);
+            let hits_per_call = match (calls_before, calls(tiers).await) {
+                (Some((hits0, calls0)), Some((hits1, calls1))) if calls1 > calls0 => {
+                    Some((hits1 - hits0) / (calls1 - calls0))
+                }
+                _ => None,
+            };
             let peak_rss = tiers.gateway.and_then(peak_rss_bytes);
             if matches!(target.ask, Ask::CounterPage | Ask::GatewayHit { .. }) {
                 acknowledged.hits += outcome.ok;
@@ -431,7 +463,14 @@ async fn run_all(
                 outcome.errors,
                 cost.all_us().unwrap_or(f64::NAN)
             );
-            table.push(Row::new(target, clients, &outcome, peak_rss, cost));
+            table.push(Row::new(
+                target,
+                clients,
+                &outcome,
+                peak_rss,
+                cost,
+                hits_per_call,
+            ));
         }
     }
     counts.sort_unstable();
@@ -521,6 +560,30 @@ async fn check_badges(
         check.top_share * 100.0
     ));
     Ok(())
+}
+
+/// The hits and the batch calls the gateway has received from the web tier,
+/// all kinds together (`gateway_hits_per_call`'s sum and count).
+async fn calls(tiers: &Tiers) -> Option<(f64, f64)> {
+    let url = tiers.gateway_url.as_ref()?;
+    let (status, text) = e2e::get_text(&format!("{url}/metrics")).await;
+    if !status.is_success() {
+        return None;
+    }
+    let (mut hits, mut calls) = (0.0, 0.0);
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(name), Some(value)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        if name.starts_with("gateway_hits_per_call_sum") {
+            hits += value;
+        } else if name.starts_with("gateway_hits_per_call_count") {
+            calls += value;
+        }
+    }
+    Some((hits, calls))
 }
 
 /// Zeroes the kernel's high-water mark of the process's resident set.

@@ -20,6 +20,16 @@ pub const WASMTIME_SERVE_FLAGS: [&str; 5] = [
     "-Opooling-table-keep-resident=65536",
 ];
 
+/// The environment `spin up` runs with everywhere (scripts/start, the tests, the
+/// benchmark, the web image): one Tokio worker thread. Spin 4.0.2 hands a WASIp3
+/// response to its HTTP server before the body has crossed from the instance,
+/// and on a second worker thread the server often finds the body not there yet,
+/// writes the head alone, and the body then waits for the client's delayed ACK
+/// behind Nagle's algorithm (Spin sets no `TCP_NODELAY`): 40 ms. On one thread
+/// the server runs only once the instance has handed the body over, so head and
+/// body leave in one write (see "The web component" in the README).
+pub const SPIN_ENV: [(&str, &str); 1] = [("TOKIO_WORKER_THREADS", "1")];
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -308,6 +318,7 @@ impl Web {
                     .expect("SPIN names a Spin CLI for the Spin runs");
                 let mut command = Command::new(spin);
                 command
+                    .envs(SPIN_ENV)
                     .arg("up")
                     .arg("--from")
                     .arg(&manifest)

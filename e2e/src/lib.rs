@@ -17,17 +17,20 @@ mod pages;
 mod process;
 mod proxy;
 mod records;
+mod wire;
 
 pub use artifacts::Artifacts;
 pub use backend::Backend;
 pub use cluster::{Cluster, freeze, info};
 pub use counter::{
-    Counter, Gateway, Runtime, Setup, WASMTIME_SERVE_FLAGS, Web, free_port, get_json, get_text,
+    Counter, Gateway, Runtime, SPIN_ENV, Setup, WASMTIME_SERVE_FLAGS, Web, free_port, get_json,
+    get_text,
 };
 pub use pages::{PageAnswer, badge_count, post_page_hit_until_acknowledged};
 pub use process::Process;
 pub use proxy::TcpProxy;
 pub use records::{NAMESPACE, aerospike_client, missing_records};
+pub use wire::{WireAnswer, WireClient};
 
 /// One HTTP client for a test: no connection reuse surprises, bounded waits.
 pub fn http_client() -> reqwest::Client {
