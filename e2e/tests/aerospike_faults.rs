@@ -463,7 +463,10 @@ async fn key_busy_on_the_hot_counter_is_retried_not_shown() {
     let mut gateways = Vec::new();
     for _ in 0..GATEWAYS {
         let env = [
-            ("RUST_LOG", "info,aerospike_gateway=debug"),
+            (
+                "RUST_LOG",
+                "info,aerospike_gateway=debug,store_aerospike=debug",
+            ),
             ("MAX_BATCH", "4"),
         ];
         gateways.push(Gateway::start_with(Backend::Aerospike, dir.path(), dir.path(), &env).await);

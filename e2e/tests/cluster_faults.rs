@@ -161,7 +161,10 @@ async fn run(fault: Fault) {
     let dir = cluster.log_dir().to_owned();
     let env = [
         ("AEROSPIKE_HOSTS", hosts.as_str()),
-        ("RUST_LOG", "info,aerospike_gateway=debug"),
+        (
+            "RUST_LOG",
+            "info,aerospike_gateway=debug,store_aerospike=debug",
+        ),
     ];
     for sub in ["a", "b"] {
         std::fs::create_dir_all(dir.join(sub)).expect("a log directory");
