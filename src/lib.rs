@@ -28,6 +28,7 @@ mod config;
 mod gateway;
 mod group_commit;
 mod markup;
+mod migration;
 mod page_stats_page;
 mod query;
 mod stats_page;
@@ -140,6 +141,10 @@ async fn handle(request: Request) -> Response {
         Route::PageStatsPage(Err(error)) => plain(400, &format!("Bad counter key: {error}.\n")),
         Route::PageApi(Err(error)) => json_error(400, "invalid_key", &error.to_string()),
         Route::PagesApi => pages_api(&gateway, query).await,
+        Route::Foreign(form, Ok(key)) => {
+            foreign_badge(&gateway, &config, form, key, query, &header).await
+        }
+        Route::Foreign(_, Err(error)) => plain(400, &format!("Bad badge URL: {error}.\n")),
     }
 }
 
@@ -155,6 +160,12 @@ enum Route {
     PageStatsPage(Result<PageKey, InvalidPage>),
     PageApi(Result<PageKey, InvalidPage>),
     PagesApi,
+    /// Another counter's badge URL ([`migration`]); HITS' names its page in the
+    /// path, the others in the query.
+    Foreign(
+        migration::Form,
+        Result<Option<PageKey>, migration::ForeignError>,
+    ),
 }
 
 impl Route {
@@ -165,6 +176,13 @@ impl Route {
             "/api/stats" => Self::StatsJson,
             "/api/pages" => Self::PagesApi,
             "/healthz" => Self::Healthz,
+            "/api/count/incr/badge.svg" => {
+                Self::Foreign(migration::Form::SeeYouFarm { count: true }, Ok(None))
+            }
+            "/api/count/keep/badge.svg" => {
+                Self::Foreign(migration::Form::SeeYouFarm { count: false }, Ok(None))
+            }
+            "/ghpvc/" | "/ghpvc" => Self::Foreign(migration::Form::Komarev, Ok(None)),
             _ => {
                 // A prefix with no key at all names nothing: 404, as before.
                 let key = |prefix: &str| path.strip_prefix(prefix).filter(|k| !k.is_empty());
@@ -175,7 +193,8 @@ impl Route {
                 } else if let Some(key) = key("/api/pages/") {
                     Self::PageApi(key.parse())
                 } else {
-                    return None;
+                    let key = migration::hits_key(path)?;
+                    Self::Foreign(migration::Form::Hits, key.map(Some))
                 }
             }
         };
@@ -253,28 +272,76 @@ async fn badge(
         gateway.page_stats(&key, 1).await.map(|stats| stats.total)
     };
     match count {
-        Ok(count) => http::Response::builder()
-            .status(200)
-            .header("content-type", "image/svg+xml; charset=utf-8")
-            // Image proxies such as GitHub's camo cache what they may: forbid it,
-            // so every view of a README fetches, and counts, again.
+        Ok(count) => svg(badge::render(&options, count), options.cache),
+        Err(error) => unavailable(&error),
+    }
+}
+
+/// A badge URL of another counter ([`migration`]): counts (unless it only
+/// shows) and draws it the way that service did.
+async fn foreign_badge(
+    gateway: &Gateway<'_>,
+    config: &Config,
+    form: migration::Form,
+    key: Option<PageKey>,
+    query: &str,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> Response {
+    let badge = match query::parse(query)
+        .map_err(migration::ForeignError::from)
+        .and_then(|pairs| migration::parse(form, key, &pairs))
+    {
+        Ok(badge) => badge,
+        Err(error) => return plain(400, &format!("Bad badge option: {error}\n")),
+    };
+    let counts = if badge.options.count {
+        let hit = page_hit(config, badge.key.clone(), new_hit_id(), header);
+        group_commit::record_page_hit(gateway, hit)
+            .await
+            .map(|recorded| (recorded.total, recorded.today))
+    } else {
+        gateway
+            .page_stats(&badge.key, 1)
+            .await
+            .map(|stats| (stats.total, stats.today.hits))
+    };
+    match counts {
+        Ok((total, today)) => svg(migration::render(&badge, total, today), None),
+        Err(error) => unavailable(&error),
+    }
+}
+
+/// A badge's answer: uncacheable unless `cache` allows it.
+fn svg(body: String, cache: Option<badge::CacheSeconds>) -> Response {
+    let builder = http::Response::builder()
+        .status(200)
+        .header("content-type", "image/svg+xml; charset=utf-8");
+    let builder = match cache {
+        // shields.io's header for a badge it lets caches keep.
+        Some(cache) => builder.header(
+            "cache-control",
+            format!("max-age={0}, s-maxage={0}", cache.seconds()),
+        ),
+        // Image proxies such as GitHub's camo cache what they may: forbid it,
+        // so every view of a README fetches, and counts, again.
+        None => builder
             .header(
                 "cache-control",
                 "max-age=0, no-cache, no-store, must-revalidate, private",
             )
             .header("pragma", "no-cache")
-            .header("expires", "0")
-            // Opened on its own, the SVG is a document: it may run nothing. It may
-            // show its logo, a `data:` image, and the social style's hover colors.
-            .header(
-                "content-security-policy",
-                "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
-            )
-            .header("x-content-type-options", "nosniff")
-            .body(badge::render(&options, count))
-            .expect("a valid status and headers"),
-        Err(error) => unavailable(&error),
-    }
+            .header("expires", "0"),
+    };
+    builder
+        // Opened on its own, the SVG is a document: it may run nothing. It may
+        // show its logo, a `data:` image, and the social style's hover colors.
+        .header(
+            "content-security-policy",
+            "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+        )
+        .header("x-content-type-options", "nosniff")
+        .body(body)
+        .expect("a valid status and headers")
 }
 
 /// `POST /api/pages/<key>`: counts a hit. An `Idempotency-Key` header holding a
