@@ -65,9 +65,10 @@ type Response = http::Response<String>;
 #[cfg_attr(target_family = "wasm", spin_sdk::http_service)]
 #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 async fn handle(request: Request) -> Response {
-    let path = request.uri().path();
-    let query = request.uri().query().unwrap_or("");
-    let method = request.method();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or("");
+    let method = &parts.method;
 
     let Some(route) = Route::from_path(path) else {
         return plain(
@@ -97,7 +98,7 @@ async fn handle(request: Request) -> Response {
     // A header sent on several lines is one comma-separated list (RFC 9110): a
     // client's own X-Forwarded-For line must not hide the one a proxy added.
     let header = |name: &str| {
-        let values = request.headers().get_all(name);
+        let values = parts.headers.get_all(name);
         values.iter().next().is_some().then(|| {
             values
                 .iter()
@@ -106,7 +107,7 @@ async fn handle(request: Request) -> Response {
                 .join(", ")
         })
     };
-    let gateway = Gateway::new(&config, TraceContext::from_headers(request.headers()));
+    let gateway = Gateway::new(&config, TraceContext::from_headers(&parts.headers));
     match route {
         Route::Healthz => plain(200, "ok\n"),
         Route::Counter => count_hit(&gateway, &config)
@@ -130,9 +131,10 @@ async fn handle(request: Request) -> Response {
             .unwrap_or_else(|e| unavailable(&e)),
         Route::Badge(Ok(key)) => badge(&gateway, &config, key, query, &header).await,
         Route::PageStatsPage(Ok(key)) => page_stats_page(&gateway, &key, query).await,
-        Route::PageApi(Ok(key)) if method == Method::POST => {
-            count_page_hit_api(&gateway, &config, key, query, &header).await
-        }
+        Route::PageApi(Ok(key)) if *method == Method::POST => match imported_key(&key) {
+            Some(key) => import_page_base(&gateway, &config, key, query, &header, body).await,
+            None => count_page_hit_api(&gateway, &config, key, query, &header).await,
+        },
         Route::PageApi(Ok(key)) => read_page_api(&gateway, &key, query).await,
         Route::Badge(Err(error)) => plain(
             400,
@@ -371,6 +373,113 @@ async fn count_page_hit_api(
     };
     match group_commit::record_page_hit(gateway, page_hit(config, key, id, header)).await {
         Ok(recorded) => json_response(if recorded.duplicate { 200 } else { 201 }, &recorded),
+        Err(error) => json_unavailable(&error),
+    }
+}
+
+/// The counter `POST /api/pages/<key>/import` names: `<key>`.
+///
+/// Only for `POST`: `GET` still reads a counter whose key ends in `/import`, and
+/// such a counter takes its hits from badges.
+fn imported_key(key: &PageKey) -> Option<PageKey> {
+    key.as_str().strip_suffix("/import")?.parse().ok()
+}
+
+/// The body of `POST /api/pages/<key>/import`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    count: counter_api::BaseCount,
+}
+
+/// `POST /api/pages/<key>/import` with `{"count": N}`: starts the counter at N,
+/// the count it had on another service, once. Behind the stats credentials,
+/// and named by a required `Idempotency-Key`, so a retry adds nothing.
+async fn import_page_base(
+    gateway: &Gateway<'_>,
+    config: &Config,
+    key: PageKey,
+    query: &str,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: spin_sdk::wasip3::http_compat::IncomingRequestBody,
+) -> Response {
+    // Credentials first: nobody learns anything about a counter without them.
+    let Some(credentials) = &config.stats_credentials else {
+        return json_error(
+            403,
+            "imports_disabled",
+            "imports are turned off on this counter: its operator sets STATS_CREDENTIALS=user:password on the web tier to allow them",
+        );
+    };
+    if !header("authorization").is_some_and(|given| credentials.admit(&given)) {
+        let mut response = json_error(
+            401,
+            "unauthorized",
+            "an import needs the stats credentials: send them with HTTP Basic authentication (curl -u user:password)",
+        );
+        response.headers_mut().insert(
+            "www-authenticate",
+            HeaderValue::from_static("Basic realm=\"awesome-counter\", charset=\"UTF-8\""),
+        );
+        return response;
+    }
+    if let Err(error) = query::parse(query).and_then(|pairs| query::reject_unknown(&pairs, &[])) {
+        return json_error(400, "invalid_query", &error.to_string());
+    }
+    let id = match header("idempotency-key").map(|value| value.trim().parse::<HitId>()) {
+        Some(Ok(id)) => id,
+        Some(Err(error)) => {
+            return json_error(
+                400,
+                "invalid_idempotency_key",
+                &format!("Idempotency-Key must be a UUID: {error}"),
+            );
+        }
+        None => {
+            return json_error(
+                400,
+                "missing_idempotency_key",
+                "an import needs an Idempotency-Key header holding a UUID (uuidgen makes one): \
+                 it makes a retry of the import add nothing; send the same one when retrying",
+            );
+        }
+    };
+    use spin_sdk::http::body::IncomingBodyExt;
+    let bytes = match body.bytes().await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            return json_error(
+                400,
+                "unreadable_body",
+                &format!("the body could not be read: {error:?}"),
+            );
+        }
+    };
+    let request: ImportRequest = match serde_json::from_slice(&bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            return json_error(
+                400,
+                "invalid_import",
+                &format!(
+                    "{error}; the body is {{\"count\": N}}, N the count the counter had elsewhere, from 1 to {}",
+                    counter_api::BaseCount::MAX
+                ),
+            );
+        }
+    };
+    let import = counter_api::PageImport {
+        id,
+        key,
+        count: request.count,
+        ts: now(),
+    };
+    match gateway.import_page_base(&import).await {
+        Ok(imported) => json_response(if imported.duplicate { 200 } else { 201 }, &imported),
+        Err(GatewayError::Refused {
+            status: 409,
+            message,
+        }) => json_error(409, "already_imported", &message),
         Err(error) => json_unavailable(&error),
     }
 }

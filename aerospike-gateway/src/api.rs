@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use counter_api::{
-    ApiError, Audit, Batch, BatchOutcomes, Hit, LatestHits, MAX_BATCH_HITS, Outcome, PageHit,
-    PageKey, PageRecorded, PageStats, PagesOverview, Recorded, Summary, paths,
+    ApiError, Audit, Batch, BatchOutcomes, Hit, ImportOutcome, LatestHits, MAX_BATCH_HITS, Outcome,
+    PageHit, PageImport, PageKey, PageRecorded, PageStats, PagesOverview, Recorded, Summary, paths,
 };
 use futures::StreamExt;
 use futures::future::join_all;
@@ -59,6 +59,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route(paths::AUDIT, get(audit::<S>))
         .route(paths::PAGE_HITS, post(record_page_hit::<S>))
         .route(paths::PAGE_HIT_BATCHES, post(record_page_hit_batch::<S>))
+        .route(paths::PAGE_IMPORTS, post(import_page_base::<S>))
         .route(paths::PAGES, get(pages_overview::<S>))
         .route(&format!("{}/{{*key}}", paths::PAGES), get(page_stats::<S>))
         .route(
@@ -211,6 +212,44 @@ async fn record_page_hit<S: Store>(
         StatusCode::CREATED
     };
     Ok((status, Json(recorded)).into_response())
+}
+
+const PAGE_IMPORT_SHAPE: &str = "an import is {\"id\": \"<uuid: the Idempotency-Key>\", \"key\": \"<counter key>\", \"count\": <1 to 10^15>, \"ts\": <milliseconds since the epoch>}";
+
+/// A counter's starting count, from another service: `201` when set, `200`
+/// with `duplicate` for the same import again, `409` when the counter already
+/// has another import's base.
+async fn import_page_base<S: Store>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let import: PageImport =
+        parse_json(&headers, body, "invalid_page_import", PAGE_IMPORT_SHAPE).await?;
+    let outcome = METRICS
+        .timed("import_page_base", state.store.import_page_base(import))
+        .await?;
+    Ok(match outcome {
+        ImportOutcome::Imported(imported) => {
+            let status = if imported.duplicate {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            (status, Json(imported)).into_response()
+        }
+        ImportOutcome::AlreadyImported { base } => Problem::new(
+            StatusCode::CONFLICT,
+            "already_imported",
+            format!(
+                "this counter already starts from an imported {} (imported at {} ms since the \
+                 epoch); a counter's start is set once, by one import",
+                base.count,
+                base.ts.as_u64()
+            ),
+        )
+        .into_response(),
+    })
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,7 @@
 //! both runtimes and the real gateway on both stores: shields.io's parameter
 //! names and colors, `cacheSeconds`, and the badge URLs of other counters.
 
+use counter_api::PageImported;
 use e2e::{Counter, Setup, badge_count, http_client, on_every_runtime_and_backend};
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
@@ -14,6 +15,8 @@ on_every_runtime_and_backend!(
     cache_seconds_sets_max_age_within_shields_io_floor_and_a_year,
     other_counters_urls_answer_with_their_counts,
     other_counters_urls_refuse_what_they_cannot_take,
+    an_import_counts_once_under_retries_and_needs_the_stats_credentials,
+    imports_are_off_without_stats_credentials,
 );
 
 /// Keys of this test run only: the Aerospike cluster is shared and keeps data.
@@ -495,4 +498,252 @@ async fn other_counters_urls_refuse_what_they_cannot_take(setup: Setup) {
             "{key}: nothing counted"
         );
     }
+}
+
+const CREDENTIALS: (&str, &str) = ("admin", "e2e-import:secret");
+
+type Refusal<'a> = (
+    Option<(&'a str, &'a str)>,
+    Option<&'a str>,
+    &'a str,
+    u16,
+    &'a str,
+    &'a str,
+);
+
+/// `POST /api/pages/<key>/import`: its status and JSON body.
+async fn import(
+    client: &reqwest::Client,
+    web: &str,
+    key: &str,
+    credentials: Option<(&str, &str)>,
+    idempotency_key: Option<&str>,
+    body: &str,
+) -> (StatusCode, HeaderMap, serde_json::Value) {
+    let mut request = client
+        .post(format!("{web}/api/pages/{key}/import"))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some((user, password)) = credentials {
+        request = request.basic_auth(user, Some(password));
+    }
+    if let Some(id) = idempotency_key {
+        request = request.header("idempotency-key", id);
+    }
+    let response = request.send().await.expect("POST import");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("a body");
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, headers, json)
+}
+
+async fn an_import_counts_once_under_retries_and_needs_the_stats_credentials(setup: Setup) {
+    let credentials = format!("{}:{}", CREDENTIALS.0, CREDENTIALS.1);
+    let counter = Counter::start_with(setup, 1, &[], &[("STATS_CREDENTIALS", &credentials)]).await;
+    let web = &counter.webs[0].url;
+    let client = http_client();
+    let key = format!("{}/imported", run_prefix());
+    for _ in 0..3 {
+        svg(&client, &format!("{web}/badge/{key}.svg")).await;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    let body = r#"{"count": 5000}"#;
+
+    // Refused, each with its status and what to do, and nothing imported.
+    // (credentials, Idempotency-Key, body, status, error code, what the message says)
+    let refusals: [Refusal; 9] = [
+        (None, Some(&id), body, 401, "unauthorized", "HTTP Basic"),
+        (
+            Some((CREDENTIALS.0, "wrong")),
+            Some(&id),
+            body,
+            401,
+            "unauthorized",
+            "HTTP Basic",
+        ),
+        (
+            Some(("root", CREDENTIALS.1)),
+            Some(&id),
+            body,
+            401,
+            "unauthorized",
+            "HTTP Basic",
+        ),
+        (
+            Some(CREDENTIALS),
+            None,
+            body,
+            400,
+            "missing_idempotency_key",
+            "uuidgen",
+        ),
+        (
+            Some(CREDENTIALS),
+            Some("not-a-uuid"),
+            body,
+            400,
+            "invalid_idempotency_key",
+            "UUID",
+        ),
+        (
+            Some(CREDENTIALS),
+            Some(&id),
+            r#"{"count": 0}"#,
+            400,
+            "invalid_import",
+            "from 1 to 1000000000000000",
+        ),
+        (
+            Some(CREDENTIALS),
+            Some(&id),
+            r#"{"count": 1000000000000001}"#,
+            400,
+            "invalid_import",
+            "out of range",
+        ),
+        (
+            Some(CREDENTIALS),
+            Some(&id),
+            r#"{"count": "5000"}"#,
+            400,
+            "invalid_import",
+            "{\"count\": N}",
+        ),
+        (
+            Some(CREDENTIALS),
+            Some(&id),
+            r#"{"count": 5000, "base": 1}"#,
+            400,
+            "invalid_import",
+            "unknown field",
+        ),
+    ];
+    for (credentials, idempotency_key, body, status, error, says) in refusals {
+        let (got, headers, json) =
+            import(&client, web, &key, credentials, idempotency_key, body).await;
+        let case = format!("{credentials:?} {idempotency_key:?} {body}");
+        assert_eq!(got.as_u16(), status, "{case}: {json}");
+        assert_eq!(json["error"], error, "{case}: {json}");
+        let message = json["message"].as_str().unwrap();
+        assert!(
+            message.contains(says),
+            "{case}: {message:?} should say {says:?}"
+        );
+        if status == 401 {
+            assert!(
+                headers["www-authenticate"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("Basic realm="),
+                "{case}"
+            );
+        }
+    }
+    let stats = counter.gateway.page_stats(&key, 1).await;
+    assert_eq!((stats.total, stats.base), (3, None), "nothing was imported");
+
+    // The import and 20 retries of it at once: counted once.
+    let tries = (0..21).map(|_| {
+        let (client, web, key, id) = (client.clone(), web.clone(), key.clone(), id.clone());
+        tokio::spawn(async move {
+            import(&client, &web, &key, Some(CREDENTIALS), Some(&id), body).await
+        })
+    });
+    let mut created = 0;
+    for answer in futures::future::join_all(tries).await {
+        let (status, _, json) = answer.expect("an import task");
+        let imported: PageImported =
+            serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert_eq!((imported.base, imported.total), (5000, 5003), "{json}");
+        assert_eq!(imported.key.as_str(), key);
+        match status {
+            StatusCode::CREATED => {
+                assert!(!imported.duplicate);
+                created += 1;
+            }
+            StatusCode::OK => assert!(imported.duplicate, "{json}"),
+            other => panic!("{other}: {json}"),
+        }
+    }
+    assert_eq!(
+        created, 1,
+        "exactly one try imported, the others were retries of it"
+    );
+
+    // Another import on the same counter: its start is set once.
+    let other = uuid::Uuid::new_v4().to_string();
+    let (status, _, json) = import(
+        &client,
+        web,
+        &key,
+        Some(CREDENTIALS),
+        Some(&other),
+        r#"{"count": 7}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{json}");
+    assert_eq!(json["error"], "already_imported");
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("already starts from an imported 5000"),
+        "{json}"
+    );
+
+    // The next hit follows the base, on every form of badge.
+    let badge = svg(&client, &format!("{web}/badge/{key}.svg")).await;
+    assert_eq!(badge_count(&badge), 5004);
+    let stats = counter.gateway.page_stats(&key, 30).await;
+    let base = stats.base.expect("the counter's history keeps its base");
+    assert_eq!((stats.total, base.count), (5004, 5000));
+    assert_eq!(
+        stats.days.iter().map(|d| d.hits).sum::<u64>(),
+        stats.total - base.count,
+        "the days hold the hits, the base is apart"
+    );
+    let page = get(&client, &format!("{web}/stats/{key}")).await;
+    assert!(
+        page.body
+            .contains("of which 5,000 imported from another counter"),
+        "{}",
+        page.body
+    );
+    // The audit reads the total as base plus days: it agrees.
+    let audit = counter.gateway.settled_audit().await;
+    assert_eq!(audit.pages.totals_off_days, 0, "{audit:?}");
+    assert!(audit.pages.consistent, "{audit:?}");
+}
+
+async fn imports_are_off_without_stats_credentials(setup: Setup) {
+    let counter = Counter::start(setup, 1).await;
+    let web = &counter.webs[0].url;
+    let client = http_client();
+    let key = format!("{}/not-imported", run_prefix());
+    let id = uuid::Uuid::new_v4().to_string();
+    for credentials in [None, Some(CREDENTIALS)] {
+        let (status, _, json) = import(
+            &client,
+            web,
+            &key,
+            credentials,
+            Some(&id),
+            r#"{"count": 10}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+        assert_eq!(json["error"], "imports_disabled");
+        assert!(
+            json["message"]
+                .as_str()
+                .unwrap()
+                .contains("STATS_CREDENTIALS=user:password"),
+            "{json}"
+        );
+    }
+    assert_eq!(counter.gateway.page_stats(&key, 1).await.total, 0);
+    // GET still reads a counter whose key ends in /import.
+    let answer = get(&client, &format!("{web}/api/pages/{key}/import")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
 }

@@ -12,7 +12,8 @@ use std::future::Future;
 use std::collections::HashMap;
 
 use counter_api::{
-    Day, Hit, PageKey, PageRecorded, PageStats, PagesOverview, Recorded, ServerId, Summary,
+    Day, Hit, ImportOutcome, PageImport, PageKey, PageRecorded, PageStats, PagesOverview, Recorded,
+    ServerId, Summary,
 };
 
 use self::pages::{DayRange, PageHitToCount, PageTallies, VisitorSalt};
@@ -164,6 +165,16 @@ pub trait Store: Send + Sync + 'static {
         &self,
         hits: Vec<PageHitToCount>,
     ) -> impl Future<Output = Vec<Result<PageRecorded, StoreError>>> + Send;
+
+    /// Starts the counter `import.key` at `import.count`, once: the count joins
+    /// its total (so its next hit follows it) and is kept as the counter's base,
+    /// in none of its days, so the audit reads the total as base plus days. The
+    /// same import (its id) again answers a duplicate with the counter as it is;
+    /// another import on a counter that has a base answers `AlreadyImported`.
+    fn import_page_base(
+        &self,
+        import: PageImport,
+    ) -> impl Future<Output = Result<ImportOutcome, StoreError>> + Send;
 
     /// One counter over `days` (a key never hit reads as zeros).
     fn page_stats(

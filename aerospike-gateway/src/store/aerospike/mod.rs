@@ -40,7 +40,9 @@ use futures::StreamExt;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-use counter_api::{Day, PageKey, PageRecorded, PageStats, PagesOverview};
+use counter_api::{
+    Day, ImportOutcome, PageImport, PageKey, PageRecorded, PageStats, PagesOverview,
+};
 
 use self::batches::{Claim, Writer, back_to_batch, first_only};
 use self::split::ClusterView;
@@ -51,6 +53,7 @@ use super::{
 use crate::metrics::METRICS;
 
 mod batches;
+mod imports;
 mod page_batches;
 mod pages;
 mod split;
@@ -548,6 +551,10 @@ impl Store for AerospikeStore {
         let deadline = Instant::now() + self.inner.timeout;
         self.add_to_counter(self.client()?, key, delta, deadline)
             .await
+    }
+
+    async fn import_page_base(&self, import: PageImport) -> Result<ImportOutcome, StoreError> {
+        self.import_base(&import).await
     }
 
     async fn findings(&self) -> Vec<String> {

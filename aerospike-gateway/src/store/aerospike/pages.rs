@@ -430,6 +430,8 @@ impl AerospikeStore {
         let record_key = self.key(PAGES_SET, key.as_str())?;
         let ops = [
             operations::get_bin(TOTAL_BIN),
+            operations::get_bin(super::imports::BASE_BINS[0]),
+            operations::get_bin(super::imports::BASE_BINS[1]),
             // `end` is exclusive: the day after the range.
             maps::get_by_key_range(
                 DAYS_BIN,
@@ -456,12 +458,15 @@ impl AerospikeStore {
             client.operate(&policy, &record_key, &ops),
             batch_with_retries(client, &mut visitor_rows, deadline),
         );
-        let (total, hits_on) = match page {
+        let (total, base, hits_on) = match page {
             Ok(record) => (
                 count(last_value(&record.bins, TOTAL_BIN)).unwrap_or(0),
+                super::imports::base_of(&record.bins)?,
                 last_value(&record.bins, DAYS_BIN).map_or_else(BTreeMap::new, day_counts),
             ),
-            Err(error) if error.matches(&[ResultCode::KeyNotFoundError]) => (0, BTreeMap::new()),
+            Err(error) if error.matches(&[ResultCode::KeyNotFoundError]) => {
+                (0, None, BTreeMap::new())
+            }
             Err(error) => return Err(unavailable_or_failed(&error)),
         };
         let mut counts = Vec::with_capacity(days.len());
@@ -480,6 +485,7 @@ impl AerospikeStore {
         Ok(PageStats {
             key: key.clone(),
             total,
+            base,
             today: *counts.last().expect("a range holds at least its last day"),
             days: counts,
         })
@@ -564,7 +570,7 @@ impl AerospikeStore {
                 client,
                 &policy,
                 PAGES_SET,
-                Bins::from([TOTAL_BIN, DAYS_BIN]),
+                Bins::from([TOTAL_BIN, DAYS_BIN, super::imports::BASE_BIN]),
             )
             .await?;
         while let Some(record) = stream.next().await {
@@ -579,7 +585,9 @@ impl AerospikeStore {
                 .bins
                 .get(DAYS_BIN)
                 .map_or_else(BTreeMap::new, day_counts);
-            if count(record.bins.get(TOTAL_BIN)).unwrap_or(0) != days.values().sum::<u64>() {
+            // An imported base is in the total and in no day.
+            let base = count(record.bins.get(super::imports::BASE_BIN)).unwrap_or(0);
+            if count(record.bins.get(TOTAL_BIN)).unwrap_or(0) != base + days.values().sum::<u64>() {
                 tallies.totals_off_days += 1;
             }
             for (day, hits) in days.range(since..) {
@@ -816,14 +824,14 @@ fn visitors_key(key: &PageKey, day: Day) -> String {
 }
 
 /// The last answer for `bin`: an operate answers once per op on the bin.
-fn last_value<'a>(bins: &'a IndexMap<String, Value>, bin: &str) -> Option<&'a Value> {
+pub(super) fn last_value<'a>(bins: &'a IndexMap<String, Value>, bin: &str) -> Option<&'a Value> {
     match bins.get(bin)? {
         Value::MultiResult(values) => values.last(),
         value => Some(value),
     }
 }
 
-fn count(value: Option<&Value>) -> Option<u64> {
+pub(super) fn count(value: Option<&Value>) -> Option<u64> {
     match value? {
         Value::Int(n) => u64::try_from(*n).ok(),
         Value::MultiResult(values) | Value::List(values) => count(values.last()),
