@@ -24,10 +24,11 @@ use serde::de::DeserializeOwned;
 
 use crate::metrics::METRICS;
 use crate::recorder::Recorder;
-use crate::store::pages::{DayRange, PageHitToCount, audit_window, compare_pages};
-use crate::store::{MAX_LATEST_HITS, Store, StoreError};
 use crate::telemetry::CallerTrace;
 use crate::visitors::{VisitorHasher, today};
+use counter_store::audit::{audit_window, compare_pages};
+use counter_store::pages::{DayRange, PageHitToCount};
+use counter_store::{MAX_LATEST_HITS, Store, StoreError};
 
 /// The most days of history one read returns: the 400 days a counter keeps
 /// at least, and then some.

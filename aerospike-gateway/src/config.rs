@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::store::Retention;
+use counter_store::Retention;
 
 #[derive(Debug, Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]

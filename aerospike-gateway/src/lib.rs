@@ -7,16 +7,14 @@
 //!
 //! The data flow reads top to bottom: [`api`] parses a request into a
 //! [`counter_api::Hit`], the [`recorder::Recorder`] batches it, and a
-//! [`store::Store`] writes the batch. With an OTLP endpoint configured, each
+//! [`counter_store::Store`] writes the batch. With an OTLP endpoint configured, each
 //! step is a span in the caller's trace ([`telemetry`]).
 
 pub mod api;
 pub mod config;
 pub mod listener;
 pub mod metrics;
-pub mod reconcile;
 pub mod recorder;
-pub mod store;
 pub mod telemetry;
 pub mod visitors;
 
@@ -29,7 +27,10 @@ use tokio::net::TcpListener;
 use crate::api::AppState;
 use crate::config::{Config, StoreChoice};
 use crate::recorder::Recorder;
-use crate::store::{AerospikeStore, EmbeddedStore, Retention, Store};
+use counter_store::audit as reconcile;
+use counter_store::{Events, Retention, Store};
+use store_aerospike::AerospikeStore;
+use store_embedded::EmbeddedStore;
 
 /// Opens the configured store and serves the API until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -38,14 +39,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.listen))?;
     match config.store() {
         StoreChoice::Embedded { data_dir } => {
-            let store = EmbeddedStore::open(&data_dir)?
+            let store = EmbeddedStore::open(&data_dir, metrics::store_events())?
                 .retaining(config.page_hit_retention, config.hit_retention);
             tracing::info!(data_dir = %data_dir.display(), "using the embedded store");
             run(listener, store, &config).await
         }
         StoreChoice::Aerospike { seeds, namespace } => {
-            let store = AerospikeStore::connect(&seeds, &namespace, config.store_timeout())?
-                .retaining(config.page_hit_retention, config.hit_retention);
+            let store = AerospikeStore::connect(
+                &seeds,
+                &namespace,
+                config.store_timeout(),
+                metrics::store_events(),
+            )?
+            .retaining(config.page_hit_retention, config.hit_retention);
             tracing::info!(?seeds, %namespace, "using Aerospike");
             run(listener, store, &config).await
         }
@@ -62,10 +68,15 @@ pub async fn reconcile(config: Config, apply: bool) -> anyhow::Result<()> {
     );
     match config.store() {
         StoreChoice::Embedded { data_dir } => {
-            reconcile_store(EmbeddedStore::open(&data_dir)?, apply).await
+            reconcile_store(EmbeddedStore::open(&data_dir, Events::none())?, apply).await
         }
         StoreChoice::Aerospike { seeds, namespace } => {
-            let store = AerospikeStore::connect(&seeds, &namespace, config.store_timeout())?;
+            let store = AerospikeStore::connect(
+                &seeds,
+                &namespace,
+                config.store_timeout(),
+                Events::none(),
+            )?;
             reconcile_store(store, apply).await
         }
     }

@@ -2,11 +2,14 @@
 //! Prometheus (OpenMetrics) text format through the Prometheus project's own
 //! Rust client.
 //!
-//! One process-wide registry: the recorder, the API and the store's retry loops
-//! all report to it, and none of them needs a handle passed down for it.
+//! One process-wide registry: the recorder and the API report to it, and the
+//! stores through the [`StoreEvents`] they are built with
+//! ([`store_events`]), so that no store depends on the service.
 
-use std::sync::LazyLock;
-use std::time::Instant;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use counter_store::{Events, StoreEvents};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -208,21 +211,9 @@ impl Metrics {
     }
 
     /// Runs a store operation, in its own span when tracing is on, and records how
-    /// long it took.
+    /// long it took, as the stores' own steps are.
     pub async fn timed<T>(&self, operation: &'static str, work: impl Future<Output = T>) -> T {
-        let span = tracing::info_span!(
-            target: crate::telemetry::SPANS,
-            "store operation",
-            otel.name = format!("store {operation}"),
-            otel.kind = "client",
-            db.operation.name = operation,
-        );
-        let started = Instant::now();
-        let result = tracing::Instrument::instrument(work, span).await;
-        self.store_seconds
-            .get_or_create(&Operation { operation })
-            .observe(started.elapsed().as_secs_f64());
-        result
+        STORE_EVENTS.timed(operation, work).await
     }
 
     pub fn write_fault(&self, set: &str, failed: bool) {
@@ -244,4 +235,43 @@ impl Metrics {
     pub fn retried(&self, cause: &'static str) {
         self.store_retries.get_or_create(&Cause { cause }).inc();
     }
+}
+
+/// What the stores report, into [`METRICS`].
+struct StoreMetrics;
+
+impl StoreEvents for StoreMetrics {
+    fn retried(&self, cause: &'static str) {
+        METRICS.retried(cause);
+    }
+
+    fn write_fault(&self, set: &str, failed: bool) {
+        METRICS.write_fault(set, failed);
+    }
+
+    fn swept_batch(&self) {
+        METRICS.swept_batches.inc();
+    }
+
+    fn cluster_split(&self) {
+        METRICS.cluster_splits.inc();
+    }
+
+    fn repaired_hits(&self, hits: i64) {
+        METRICS.repaired_hits.inc_by(hits.unsigned_abs());
+    }
+
+    fn step_took(&self, step: &'static str, elapsed: Duration) {
+        METRICS
+            .store_seconds
+            .get_or_create(&Operation { operation: step })
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+static STORE_EVENTS: LazyLock<Events> = LazyLock::new(|| Events::new(Arc::new(StoreMetrics)));
+
+/// The handle a store is built with, to report into `/metrics`.
+pub fn store_events() -> Events {
+    STORE_EVENTS.clone()
 }

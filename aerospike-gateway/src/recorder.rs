@@ -25,8 +25,8 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::metrics::{Kind, METRICS};
-use crate::store::StoreError;
 use crate::telemetry::{CallerTrace, SPANS, span_context};
+use counter_store::StoreError;
 
 /// What a recorded hit was answered with, as far as the metrics care.
 pub trait Answer {

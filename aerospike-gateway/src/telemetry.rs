@@ -30,7 +30,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::TraceExport;
 
 /// The target of every span the gateway records, and the only one exported.
-pub const SPANS: &str = "gateway_spans";
+pub const SPANS: &str = counter_store::SPANS;
 
 /// Owns the span exporter, if any; [`Telemetry::shutdown`] sends what is left.
 pub struct Telemetry {

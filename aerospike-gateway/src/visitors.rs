@@ -12,17 +12,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use counter_api::{Day, EpochMillis, PageHit, PageKey, Visitor};
+use counter_api::{Day, EpochMillis, PageHit};
 
-use crate::store::pages::{PageHitToCount, VisitorHash, VisitorSalt};
-use crate::store::{Store, StoreError};
+use counter_store::pages::{PageHitToCount, VisitorHash, VisitorSalt};
+use counter_store::{StoreError, VisitorSalts};
 
 pub struct VisitorHasher<S> {
     store: Arc<S>,
     salts: Mutex<HashMap<Day, VisitorSalt>>,
 }
 
-impl<S: Store> VisitorHasher<S> {
+impl<S: VisitorSalts> VisitorHasher<S> {
     pub fn new(store: Arc<S>) -> Self {
         Self {
             store,
@@ -40,7 +40,7 @@ impl<S: Store> VisitorHasher<S> {
         let visitor = match hit.visitor {
             Some(visitor) if recent => {
                 let salt = self.salt(day, today).await?;
-                Some(visitor_hash(&salt, &hit.key, &visitor))
+                Some(VisitorHash::of(&salt, &hit.key, &visitor))
             }
             _ => None,
         };
@@ -64,61 +64,10 @@ impl<S: Store> VisitorHasher<S> {
     }
 }
 
-/// The keyed hash of one visitor of one counter on one day.
-pub fn visitor_hash(salt: &VisitorSalt, key: &PageKey, visitor: &Visitor) -> VisitorHash {
-    let mut hasher = blake3::Hasher::new_keyed(&salt.0);
-    hasher.update(key.as_str().as_bytes());
-    hasher.update(&[0]);
-    // One address, one spelling: an IPv4 address seen as IPv4-mapped IPv6 is the
-    // same visitor.
-    let addr = match visitor.addr.to_canonical() {
-        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        std::net::IpAddr::V6(v6) => v6,
-    };
-    hasher.update(&addr.octets());
-    hasher.update(visitor.user_agent.as_str().as_bytes());
-    let digest = hasher.finalize();
-    let mut first = [0; 8];
-    first.copy_from_slice(&digest.as_bytes()[..8]);
-    VisitorHash(u64::from_le_bytes(first))
-}
-
 /// Today by the gateway's clock.
 pub fn today() -> Day {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     Day::of(EpochMillis::new(millis as i128).expect("the gateway's clock is between 2001 and 2100"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn visitor(addr: &str, ua: &str) -> Visitor {
-        Visitor {
-            addr: addr.parse().unwrap(),
-            user_agent: ua.parse().unwrap(),
-        }
-    }
-
-    #[test]
-    fn the_hash_depends_on_secret_key_address_and_agent() {
-        let (a, b) = (VisitorSalt([1; 32]), VisitorSalt([2; 32]));
-        let key: PageKey = "blog/x".parse().unwrap();
-        let other: PageKey = "blog/y".parse().unwrap();
-        let v = visitor("203.0.113.9", "Firefox");
-        let h = visitor_hash(&a, &key, &v);
-        assert_eq!(
-            h,
-            visitor_hash(&a, &key, &visitor("::ffff:203.0.113.9", "Firefox"))
-        );
-        assert_ne!(h, visitor_hash(&b, &key, &v), "a new day is a new visitor");
-        assert_ne!(h, visitor_hash(&a, &other, &v), "counters cannot be linked");
-        assert_ne!(
-            h,
-            visitor_hash(&a, &key, &visitor("203.0.113.10", "Firefox"))
-        );
-        assert_ne!(h, visitor_hash(&a, &key, &visitor("203.0.113.9", "Chrome")));
-    }
 }

@@ -13,8 +13,7 @@
 //! Needs root (network namespaces) and an `asd` in `AEROSPIKE_ASD`;
 //! `scripts/test` passes the one it finds.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 use std::time::{Duration, Instant};
@@ -321,26 +320,10 @@ fn quietly(program: &str, args: &[&str]) {
     let _ = StdCommand::new(program).args(args).output();
 }
 
-/// One Aerospike info command over the node's service port: a header (version
-/// 2, type 1, 48-bit length) and the command's name, answered `name\tvalue\n`.
+/// One Aerospike info command to the node's service port, as the gateway's
+/// split watch sends it.
 pub fn info(node: &SocketAddr, command: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(node, Duration::from_millis(500))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let body = format!("{command}\n");
-    let header = (2_u64 << 56) | (1_u64 << 48) | body.len() as u64;
-    stream.write_all(&header.to_be_bytes())?;
-    stream.write_all(body.as_bytes())?;
-    let mut header = [0_u8; 8];
-    stream.read_exact(&mut header)?;
-    let length = (u64::from_be_bytes(header) & 0xffff_ffff_ffff) as usize;
-    let mut answer = vec![0_u8; length];
-    stream.read_exact(&mut answer)?;
-    let answer = String::from_utf8_lossy(&answer);
-    Ok(answer
-        .split_once('\t')
-        .map_or("", |(_, value)| value)
-        .trim_end()
-        .to_owned())
+    store_aerospike::info::ask_blocking(node, command, Duration::from_secs(2))
 }
 
 /// Freezes (SIGSTOP) and thaws (SIGCONT) a process, e.g. a gateway.

@@ -1,33 +1,9 @@
-//! Exactly-once counting of page hits (named counters): the steps of
-//! [`batches`](super::batches), applied to the sets of [`pages`](super::pages).
-//!
-//! 1. **The intent**: the batch's page hits (`[id, key, ts]` each) in bin
-//!    `pages` of its record in `batches`, beside the tutorial's intents, so the
-//!    same sweeper finds both.
-//! 2. **The page hit records**, create-only, each with the `batch` marker. A
-//!    record that exists with another batch's marker is a retry of a hit that
-//!    batch has not finished: it is answered 503 until the batch (or the sweeper)
-//!    has counted it, so a retry answered `duplicate: true` always names a hit
-//!    that is counted.
-//! 3. **The counters**, one batch call: per counter key one operate that adds
-//!    to `total` and to `days[day]` and records in the record's `applied` map the
-//!    total after the batch and each of its days' counts after it; per day one
-//!    operate on `page_days` that adds the batch's hits on all counters and
-//!    records the day total after it. Every row carries the filter of
-//!    [`BatchId::not_counted_yet`], so a row whose write is in doubt is sent
-//!    again until its outcome is known, and one already applied is filtered out
-//!    and read from the map: never applied twice. A row that fails and cannot
-//!    be retried leaves the batch to the sweeper.
-//! 4. **The release**, in the releaser's rounds: the intent is deleted. The
-//!    markers stay: a page hit record whose batch has no intent left was
-//!    counted (see [`AerospikeStore::settle_pending`]), so clearing them would
-//!    cost a second write of every page hit record for nothing; unlike the
-//!    tutorial's `hits`, no one expects `page_hits` to look a certain way.
-//!
-//! What stays best effort, after step 3: the visitors' HyperLogLogs (an
-//! estimate; adding a hash twice is harmless anyway) and the top lists (offers
-//! are idempotent and only ever raise a count, so the sweeper offers again
-//! what it finishes).
+//! The named counters' page hits as a [`Kind`] of the engine: intents list
+//! `[id, key, ts]`, each hit claims its record in `page_hits`, and a batch
+//! counts, in one batch call, into each of its counters in `pages` (`total`
+//! and `days[day]`, with the counts after it in `applied`) and into each of
+//! its days' totals in `page_days`. A row that fails and cannot be retried
+//! leaves the batch to the sweeper.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -37,125 +13,114 @@ use aerospike::{
     BatchOperation, BatchReadPolicy, BatchWritePolicy, Bin, Client, IndexMap, MapReturnType,
     ResultCode, Value, operations,
 };
-use counter_api::{Day, HitId, PageKey};
+use counter_api::{Day, PageKey};
+use counter_store::numbering::PageBatchCounts;
+use counter_store::pages::PageHitToCount;
+use counter_store::{Audit, StoreError};
 use tokio::time::Instant;
 
-use super::batches::{
-    APPLIED_BIN, BatchId, Claim, HitRecords, Release, Unfinished, intent_entries, intent_entry,
-    transient, ts_value,
+use super::{
+    BatchId, Claim, HitRecords, KEY_ORDERED, Kind, Writer, intent_entries, intent_entry, ts_value,
 };
-use super::pages::{
-    DAY_BIN, DAYS_BIN, HITS_BIN, KEEP_BIN, KeyAfter, KeyPlan, PAGE_BIN, PAGE_DAYS_SET,
-    PAGE_HITS_SET, PAGES_SET, TS_BIN, key_after, map_entries,
+use crate::AerospikeStore;
+use crate::client::{
+    Retry, absent, count, day_counts, last_value, map_entries, row_failure, send_rows,
+    unavailable_or_failed,
 };
-use super::{AerospikeStore, Backoff, StoreError, TOTAL_BIN, millis_until, unavailable_or_failed};
-use crate::metrics::METRICS;
-use crate::store::Store;
-use crate::store::pages::{PageBatchCounts, PageHitToCount};
+use crate::layout::{
+    APPLIED_BIN, DAY_BIN, DAYS_BIN, HITS_BIN, INTENT_PAGE_HITS_BIN, KEEP_BIN, PAGE_BIN,
+    PAGE_DAYS_SET, PAGE_HITS_SET, PAGES_SET, TOTAL_BIN, TS_BIN,
+};
 
-/// In an intent: the batch's page hits, each `[id, key, ts]`.
-pub(super) const INTENT_PAGE_HITS_BIN: &str = "pages";
+pub(crate) struct PageHits;
 
 /// What steps 1 to 3 made of a batch of distinct page hits.
-pub(super) struct PageCounted {
-    /// Per hit: `Ok(true)` counted by this batch, `Ok(false)` counted before,
-    /// or why it is not known to be counted (a retry of a hit another batch
-    /// has not finished).
-    pub claims: Vec<Result<bool, StoreError>>,
+pub(crate) struct PageCounted {
+    /// Which hits the batch counted.
+    pub(crate) owned: Vec<bool>,
     /// Each counter key's counts after the batch, for the keys they are known
     /// of; the others' hits are answered with the error.
-    pub after: HashMap<PageKey, Result<KeyAfter, StoreError>>,
+    pub(crate) after: HashMap<PageKey, Result<KeyAfter, StoreError>>,
 }
 
-impl AerospikeStore {
-    /// Counts `hits` (distinct ids) as batch `batch`, steps 1 to 3, then hands
-    /// step 4 to the releaser. Answers only once every counter is written.
-    pub(super) async fn count_page_batch(
-        &self,
-        client: &Client,
-        batch: &BatchId,
-        hits: &[&PageHitToCount],
-        deadline: Instant,
-    ) -> Result<PageCounted, Unfinished> {
-        let list = hits
-            .iter()
-            .map(|hit| intent_entry(hit.id, hit.key.as_str(), hit.ts))
-            .collect();
-        self.write_intent(client, batch, INTENT_PAGE_HITS_BIN, list, deadline)
-            .await?;
-        let started = |error| Unfinished {
-            error,
-            started: true,
-        };
-        let claims = METRICS
-            .timed(
-                "page_batch_hit_records",
-                self.claim_hit_records(client, batch, &page_hit_records(self, hits), deadline),
-            )
-            .await
-            .map_err(started)?;
-        let counted = METRICS
-            .timed(
-                "page_batch_counters",
-                self.write_page_counters(client, batch, hits, &claims, deadline),
-            )
-            .await
-            .map_err(started)?;
-        // Only the intent goes: the markers stay (see the module's step 4).
-        let _ = self.inner.releases.try_send(Release {
-            set: PAGE_HITS_SET,
-            batch: batch.clone(),
-            owned_ids: owned_ids(hits, &claims),
-            clear_markers: false,
-        });
-        Ok(counted)
+/// One counter key of a batch: what the batch adds to it, in all and per day.
+pub(crate) struct KeyPlan<'a> {
+    pub(crate) key: &'a PageKey,
+    pub(crate) added: u64,
+    /// Every day the batch has hits on the key for, with the hits it adds that
+    /// day (0 for a day with duplicates only).
+    pub(crate) days: BTreeMap<Day, u64>,
+}
+
+/// A key's counters after the batch: its total and the batch's days.
+pub(crate) type KeyAfter = (u64, BTreeMap<Day, u64>);
+
+impl Kind for PageHits {
+    type Hit = PageHitToCount;
+    type Counted = PageCounted;
+
+    const INTENT_BIN: &'static str = INTENT_PAGE_HITS_BIN;
+    const RECORDS_SET: &'static str = PAGE_HITS_SET;
+    // A marker whose intent is gone says "counted" as well: clearing them
+    // would cost a second write of every page hit record for nothing.
+    const CLEAR_MARKERS: bool = false;
+
+    fn writer(store: &AerospikeStore) -> &std::sync::Mutex<Writer> {
+        &store.inner.page_writer
     }
 
-    /// Steps 2 and 3 of a batch of page hits found in `intent`, for the
-    /// sweeper, which then offers the counts to the top lists.
-    pub(super) async fn finish_page_batch(
-        &self,
-        client: &Client,
-        batch: &BatchId,
-        intent: &IndexMap<String, Value>,
-        deadline: Instant,
-    ) -> Result<Release, StoreError> {
-        let hits = intent_page_hits(intent);
-        let hits: Vec<&PageHitToCount> = hits.iter().collect();
-        let claims = self
-            .claim_hit_records(client, batch, &page_hit_records(self, &hits), deadline)
-            .await?;
-        let counted = self
-            .write_page_counters(client, batch, &hits, &claims, deadline)
-            .await?;
-        let owned: Vec<bool> = claims.iter().map(|c| *c == Claim::Owned).collect();
-        let counts = PageBatchCounts::of(hits.iter().copied(), &owned);
-        let known: HashMap<PageKey, KeyAfter> = counted
-            .after
-            .into_iter()
-            .filter_map(|(key, after)| Some((key, after.ok()?)))
-            .collect();
-        self.offer_to_tops(client, &counts, &known, deadline).await;
-        Ok(Release {
+    fn intent_entry(hit: &PageHitToCount) -> Value {
+        intent_entry(hit.id, hit.key.as_str(), hit.ts)
+    }
+
+    /// The page hits an intent lists (without visitors, which stay best effort).
+    fn from_intent(intent: &IndexMap<String, Value>) -> Vec<PageHitToCount> {
+        intent_entries(intent, INTENT_PAGE_HITS_BIN)
+            .filter_map(|(id, key, ts)| {
+                Some(PageHitToCount {
+                    id,
+                    key: key.parse().ok()?,
+                    ts,
+                    visitor: None,
+                })
+            })
+            .collect()
+    }
+
+    /// The page hit records of a batch; each hit counts into its counter.
+    fn hit_records(store: &AerospikeStore, hits: &[&PageHitToCount]) -> HitRecords {
+        HitRecords {
             set: PAGE_HITS_SET,
-            batch: batch.clone(),
-            owned_ids: owned_ids(&hits, &claims),
-            clear_markers: false,
-        })
+            expiration: store.page_hit_expiration(),
+            bins: hits
+                .iter()
+                .map(|hit| {
+                    let bins = vec![
+                        Bin::new(PAGE_BIN, Value::from(hit.key.as_str().to_owned())),
+                        Bin::new(TS_BIN, ts_value(hit.ts)),
+                    ];
+                    (hit.id, bins)
+                })
+                .collect(),
+            counters: hits
+                .iter()
+                .map(|hit| store.key(PAGES_SET, hit.key.as_str()))
+                .collect(),
+        }
     }
 
     /// Step 3: the counters of every key of the batch and the day totals,
     /// written once for `batch` however often this runs. Keys with only hits
     /// counted before are read, for their answers.
-    async fn write_page_counters(
-        &self,
+    async fn write_counters(
+        store: &AerospikeStore,
         client: &Client,
         batch: &BatchId,
         hits: &[&PageHitToCount],
         claims: &[Claim],
         deadline: Instant,
-    ) -> Result<PageCounted, StoreError> {
-        let owned: Vec<bool> = claims.iter().map(|c| *c == Claim::Owned).collect();
+    ) -> Result<Option<PageCounted>, StoreError> {
+        let owned = Claim::owned(claims);
         let counts = PageBatchCounts::of(hits.iter().copied(), &owned);
         let plans = plan_keys(hits, claims, &counts);
         let write = BatchWritePolicy {
@@ -166,7 +131,7 @@ impl AerospikeStore {
         let read = BatchReadPolicy::default();
         let mut rows = Vec::with_capacity(plans.len() + counts.per_day.len());
         for plan in &plans {
-            let key = self.key(PAGES_SET, plan.key.as_str())?;
+            let key = store.key(PAGES_SET, plan.key.as_str())?;
             let read_back = [
                 operations::get_bin(TOTAL_BIN),
                 maps::get_by_key_list(
@@ -190,7 +155,7 @@ impl AerospikeStore {
             for (day, &added) in plan.days.iter().filter(|(_, n)| **n > 0) {
                 let day = day.to_string();
                 ops.push(maps::increment_value(
-                    &super::pages::KEY_ORDERED,
+                    &KEY_ORDERED,
                     DAYS_BIN,
                     Value::from(day.clone()),
                     Value::from(added as i64),
@@ -212,23 +177,23 @@ impl AerospikeStore {
         }
         let days: BTreeMap<Day, u64> = counts.per_day.iter().map(|(d, n)| (*d, *n)).collect();
         for (day, added) in &days {
-            let key = self.key(PAGE_DAYS_SET, &day.to_string())?;
+            let key = store.key(PAGE_DAYS_SET, &day.to_string())?;
             let mut ops = vec![
                 operations::put(&Bin::new(DAY_BIN, Value::from(day.to_string()))),
                 operations::add(&Bin::new(HITS_BIN, Value::from(*added as i64))),
             ];
             ops.extend(batch.record_applied([(batch.key(), exp::int_bin(HITS_BIN))]));
-            ops.push(self.keep_shortest_retention());
+            ops.push(store.keep_shortest_retention());
             rows.push(BatchOperation::write(&write, key, ops));
         }
 
-        let filtered = self.write_until_known(client, &mut rows, deadline).await?;
+        let filtered = store.write_until_known(client, &mut rows, deadline).await?;
         // Rows another run of this batch applied already: their counts after
         // the batch are in the `applied` map.
         let mut earlier: HashMap<usize, Option<KeyAfter>> = HashMap::new();
         let key_rows: Vec<usize> = filtered.into_iter().filter(|&i| i < plans.len()).collect();
         if !key_rows.is_empty() {
-            let entries = self
+            let entries = store
                 .applied_entries(
                     client,
                     batch,
@@ -255,19 +220,29 @@ impl AerospikeStore {
             };
             after.insert(plan.key.clone(), known);
         }
-        Ok(PageCounted {
-            claims: claims
-                .iter()
-                .map(|claim| match claim {
-                    Claim::Owned => Ok(true),
-                    Claim::Counted => Ok(false),
-                    Claim::Pending(_) => Err(Claim::pending_error()),
-                })
-                .collect(),
-            after,
-        })
+        Ok(Some(PageCounted { owned, after }))
     }
 
+    /// Offers what the sweeper counted to the top lists (offers are idempotent
+    /// and only ever raise a count, so a repeat changes nothing).
+    async fn swept(
+        store: &AerospikeStore,
+        client: &Client,
+        hits: &[&PageHitToCount],
+        counted: PageCounted,
+        deadline: Instant,
+    ) {
+        let counts = PageBatchCounts::of(hits.iter().copied(), &counted.owned);
+        let known: HashMap<PageKey, KeyAfter> = counted
+            .after
+            .into_iter()
+            .filter_map(|(key, after)| Some((key, after.ok()?)))
+            .collect();
+        store.offer_to_tops(client, &counts, &known, deadline).await;
+    }
+}
+
+impl AerospikeStore {
     /// Lowers the day's `keep` to this gateway's page hit retention if that
     /// is shorter: the audit compares a day only while the shortest-lived
     /// records written for it must still be there, so a gateway configured
@@ -339,9 +314,7 @@ impl AerospikeStore {
             })
             .collect())
     }
-}
 
-impl AerospikeStore {
     /// Sends `rows` until each has an outcome: applied, or filtered out (answered
     /// by index), retrying every failure that may change (KEY_BUSY, a timeout, a
     /// write in doubt: the rows are idempotent) with backoff until the deadline.
@@ -353,55 +326,41 @@ impl AerospikeStore {
         rows: &mut [BatchOperation],
         deadline: Instant,
     ) -> Result<Vec<usize>, StoreError> {
-        let mut backoff = Backoff::new();
-        let mut pending: Vec<usize> = (0..rows.len()).collect();
+        let answered = send_rows(
+            client,
+            &self.inner.events,
+            rows,
+            Retry::Idempotent,
+            deadline,
+        )
+        .await;
         let mut filtered = Vec::new();
-        loop {
-            let mut policy = aerospike::BatchPolicy::write_default();
-            policy.base_policy.total_timeout = millis_until(deadline);
-            let mut batch: Vec<BatchOperation> = pending.iter().map(|&i| rows[i].clone()).collect();
-            if let Err(error) = client.batch(&policy, &mut batch).await {
-                tracing::debug!(%error, "a batch of page counters failed on a node");
-            }
-            let mut again = Vec::new();
-            for (i, row) in pending.into_iter().zip(batch) {
-                match row.result_code() {
-                    Some(ResultCode::Ok) => {}
-                    // A read of a counter never written, or of a map bin missing.
-                    Some(ResultCode::KeyNotFoundError | ResultCode::BinNotFound)
-                        if !row.batch_record().has_write() => {}
-                    Some(ResultCode::FilteredOut) => filtered.push(i),
-                    _ => match row.error() {
-                        Some(error) if !transient(error) => {
-                            let error = unavailable_or_failed(error);
-                            self.inner
-                                .faults
-                                .record(row.batch_record().key.set_name(), &error);
-                            return Err(error);
-                        }
-                        Some(error) => {
-                            METRICS.retried(if error.in_doubt() {
-                                "in_doubt"
-                            } else {
-                                super::retry_cause(error)
-                            });
-                            again.push(i);
-                        }
-                        None => again.push(i),
-                    },
+        for (i, row) in rows.iter().enumerate() {
+            match row.result_code() {
+                Some(ResultCode::Ok) => {}
+                // A read of a counter never written, or of a map bin missing.
+                Some(ResultCode::KeyNotFoundError | ResultCode::BinNotFound)
+                    if !row.batch_record().has_write() => {}
+                Some(ResultCode::FilteredOut) => filtered.push(i),
+                _ => {
+                    if let Some(error) = row.error()
+                        && !Retry::Idempotent.allows(error)
+                    {
+                        let error = unavailable_or_failed(error);
+                        self.inner
+                            .faults
+                            .record(row.batch_record().key.set_name(), &error);
+                        return Err(error);
+                    }
                 }
-                rows[i] = row;
             }
-            if again.is_empty() {
-                return Ok(filtered);
-            }
-            if !backoff.wait(deadline).await {
-                return Err(StoreError::Unavailable(
-                    "not every page counter could be written in time".into(),
-                ));
-            }
-            pending = again;
         }
+        if !answered {
+            return Err(StoreError::Unavailable(
+                "not every page counter could be written in time".into(),
+            ));
+        }
+        Ok(filtered)
     }
 }
 
@@ -436,11 +395,7 @@ fn plan_keys<'a>(
 ) -> Vec<KeyPlan<'a>> {
     let mut plans: Vec<KeyPlan<'a>> = Vec::new();
     let mut index: HashMap<&PageKey, usize> = HashMap::new();
-    for (hit, _) in hits
-        .iter()
-        .zip(claims)
-        .filter(|(_, c)| !matches!(c, Claim::Pending(_)))
-    {
+    for (hit, _) in hits.iter().zip(claims).filter(|(_, c)| !c.is_pending()) {
         let at = *index.entry(&hit.key).or_insert_with(|| {
             plans.push(KeyPlan {
                 key: &hit.key,
@@ -460,54 +415,42 @@ fn plan_keys<'a>(
     plans
 }
 
-fn owned_ids(hits: &[&PageHitToCount], claims: &[Claim]) -> Vec<HitId> {
-    hits.iter()
-        .zip(claims)
-        .filter(|(_, c)| **c == Claim::Owned)
-        .map(|(hit, _)| hit.id)
-        .collect()
-}
-
-/// The page hits an intent lists (without visitors, which stay best effort).
-fn intent_page_hits(bins: &IndexMap<String, Value>) -> Vec<PageHitToCount> {
-    intent_entries(bins, INTENT_PAGE_HITS_BIN)
-        .filter_map(|(id, key, ts)| {
-            Some(PageHitToCount {
-                id,
-                key: key.parse().ok()?,
-                ts,
-                visitor: None,
-            })
-        })
-        .collect()
-}
-
-/// The page hit records of a batch; each hit counts into its counter.
-fn page_hit_records(store: &AerospikeStore, hits: &[&PageHitToCount]) -> HitRecords {
-    HitRecords {
-        set: PAGE_HITS_SET,
-        expiration: store.page_hit_expiration(),
-        bins: hits
-            .iter()
-            .map(|hit| {
-                let bins = vec![
-                    Bin::new(PAGE_BIN, Value::from(hit.key.as_str().to_owned())),
-                    Bin::new(TS_BIN, ts_value(hit.ts)),
-                ];
-                (hit.id, bins)
-            })
-            .collect(),
-        counters: hits
-            .iter()
-            .map(|hit| store.key(PAGES_SET, hit.key.as_str()))
-            .collect(),
+/// A key's counters after its row of step 3 (`page_batches`), checked against
+/// what the batch added (a row that applied but reads back less than it added
+/// is answered as an error).
+pub(crate) fn key_after(plan: &KeyPlan<'_>, row: &BatchOperation) -> Result<KeyAfter, StoreError> {
+    let Some(record) = row.record() else {
+        // Only a key with duplicates alone is read rather than written, and it
+        // may have no record (an older gateway took back the total of a hit
+        // whose record stayed).
+        if plan.added == 0 && absent(row) {
+            return Ok((0, plan.days.keys().map(|day| (*day, 0)).collect()));
+        }
+        return Err(row_failure(row));
+    };
+    let total = count(last_value(&record.bins, TOTAL_BIN));
+    let stored = last_value(&record.bins, DAYS_BIN).map_or_else(BTreeMap::new, day_counts);
+    let days: BTreeMap<Day, u64> = plan
+        .days
+        .keys()
+        .map(|day| (*day, stored.get(day).copied().unwrap_or(0)))
+        .collect();
+    let consistent = total.is_some_and(|total| total >= plan.added)
+        && plan.days.iter().all(|(day, added)| days[day] >= *added);
+    match total {
+        Some(total) if consistent => Ok((total, days)),
+        _ => Err(StoreError::Failed(format!(
+            "pages record {} reads back less than was added to it",
+            plan.key
+        ))),
     }
 }
 
 #[cfg(test)]
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::pages::test_hit as hit;
+    use counter_store::pages::test_hit as hit;
 
     #[test]
     fn an_intent_lists_what_the_sweeper_counts() {
@@ -516,12 +459,9 @@ mod tests {
             hit(2, "b", 1_764_028_800_000),
         ];
         let refs: Vec<&PageHitToCount> = hits.iter().collect();
-        let list = refs
-            .iter()
-            .map(|hit| intent_entry(hit.id, hit.key.as_str(), hit.ts))
-            .collect();
+        let list = refs.iter().map(|hit| PageHits::intent_entry(hit)).collect();
         let bins = IndexMap::from([(INTENT_PAGE_HITS_BIN.to_owned(), Value::List(list))]);
-        assert_eq!(intent_page_hits(&bins), hits);
+        assert_eq!(PageHits::from_intent(&bins), hits);
     }
 
     #[test]
@@ -538,10 +478,9 @@ mod tests {
             Claim::Owned,
             Claim::Counted,
             Claim::Owned,
-            Claim::Pending("another".into()),
+            Claim::Pending(Writer::new().next_batch()),
         ];
-        let owned: Vec<bool> = claims.iter().map(|c| *c == Claim::Owned).collect();
-        let counts = PageBatchCounts::of(refs.iter().copied(), &owned);
+        let counts = PageBatchCounts::of(refs.iter().copied(), &Claim::owned(&claims));
         let view: Vec<String> = plan_keys(&refs, &claims, &counts)
             .iter()
             .map(|p| {

@@ -1,4 +1,5 @@
-//! The embedded store: one redb file in the data directory.
+//! The embedded store: one redb file in the data directory, for a counter that
+//! runs on a laptop with nothing else installed.
 //!
 //! redb is a maintained, pure-Rust, ACID key-value store with copy-on-write B-trees:
 //! a committed transaction survives a crash or `kill -9`, and a second gateway on
@@ -29,13 +30,15 @@ use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
 };
 
-use super::pages::{
-    DayRange, HLL_INDEX_BITS, PageBatchCounts, PageHitToCount, PageTallies, TOP_KEPT, TopList,
-    VisitorSalt, first_page_occurrences, number_page_batch,
-};
-use super::{
-    Retention, Store, StoreError, WriteFaults, added_per_server, first_occurrences, number_batch,
+use counter_store::audit::PageTallies;
+use counter_store::numbering::{
+    PageBatchCounts, added_per_server, first_occurrences, number_batch, number_page_batch,
     summary_from_counts,
+};
+use counter_store::pages::{DayRange, HLL_INDEX_BITS, PageHitToCount, VisitorSalt};
+use counter_store::tops::{TOP_KEPT, TopList};
+use counter_store::{
+    Audit, Counts, Events, Reads, Retention, Store, StoreError, VisitorSalts, WriteFaults,
 };
 
 /// `hits`: hit id → (server, ts), as in the tutorial's `test.hits`.
@@ -101,7 +104,9 @@ pub struct EmbeddedStore {
 const SWEEP_CHUNK: usize = 10_000;
 
 impl EmbeddedStore {
-    pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
+    /// Opens (or creates) the store in `data_dir`; what happens inside it is
+    /// reported to `events`.
+    pub fn open(data_dir: &Path, events: Events) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
         let path = data_dir.join(FILE_NAME);
@@ -130,13 +135,13 @@ impl EmbeddedStore {
         txn.commit()?;
         Ok(Self {
             db: Arc::new(db),
-            faults: Arc::default(),
+            faults: Arc::new(WriteFaults::new(events)),
             hit_retention: Retention::FOREVER,
             page_hit_retention: Retention::FOREVER,
         })
     }
 
-    fn record_hits_now(&self, hits: &[Hit]) -> Result<Vec<Recorded>, redb::Error> {
+    fn record_hits_blocking(&self, hits: &[Hit]) -> Result<Vec<Recorded>, redb::Error> {
         let txn = self.db.begin_write()?;
         let recorded = {
             let mut hit_table = txn.open_table(HITS)?;
@@ -176,7 +181,7 @@ impl EmbeddedStore {
         Ok(recorded)
     }
 
-    fn record_page_hits_now(
+    fn record_page_hits_blocking(
         &self,
         hits: &[PageHitToCount],
     ) -> Result<Vec<PageRecorded>, StoreError> {
@@ -191,7 +196,7 @@ impl EmbeddedStore {
             let mut day_totals = txn.open_table(DAY_TOTALS).map_err(failed)?;
             let mut tops = txn.open_table(PAGE_TOPS).map_err(failed)?;
 
-            let mut counted = first_page_occurrences(hits);
+            let mut counted = first_occurrences(hits);
             for (hit, counted) in hits.iter().zip(&mut counted) {
                 let id = hit.id.as_u128();
                 if !*counted {
@@ -283,7 +288,7 @@ impl EmbeddedStore {
 
     /// Deletes up to [`SWEEP_CHUNK`] records of `records` stamped before
     /// `cutoff` (epoch ms) in `by_time`, oldest first; answers how many.
-    fn expire_now<V: redb::Value + 'static>(
+    fn expire_blocking<V: redb::Value + 'static>(
         &self,
         records: TableDefinition<u128, (&'static str, u64)>,
         by_time: TableDefinition<(u64, u128), V>,
@@ -319,12 +324,12 @@ impl EmbeddedStore {
         self.page_hit_retention = page_hits;
         if let Some(window) = page_hits.0 {
             self.sweep(window, "page_hits", |store, cutoff| {
-                store.expire_now(PAGE_HITS, PAGE_HITS_BY_TIME, cutoff)
+                store.expire_blocking(PAGE_HITS, PAGE_HITS_BY_TIME, cutoff)
             });
         }
         if let Some(window) = hits.0 {
             self.sweep(window, "hits", |store, cutoff| {
-                store.expire_now(HITS, HITS_BY_TIME, cutoff)
+                store.expire_blocking(HITS, HITS_BY_TIME, cutoff)
             });
         }
         self
@@ -365,7 +370,7 @@ impl EmbeddedStore {
         });
     }
 
-    fn page_stats_now(&self, key: &PageKey, range: DayRange) -> Result<PageStats, StoreError> {
+    fn page_stats_blocking(&self, key: &PageKey, range: DayRange) -> Result<PageStats, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let pages = txn.open_table(PAGES).map_err(failed)?;
         let page_days = txn.open_table(PAGE_DAYS).map_err(failed)?;
@@ -415,7 +420,7 @@ impl EmbeddedStore {
         })
     }
 
-    fn pages_overview_now(
+    fn pages_overview_blocking(
         &self,
         limit: usize,
         range: DayRange,
@@ -453,7 +458,11 @@ impl EmbeddedStore {
         })
     }
 
-    fn visitor_salt_now(&self, day: Day, forget_before: Day) -> Result<VisitorSalt, StoreError> {
+    fn visitor_salt_blocking(
+        &self,
+        day: Day,
+        forget_before: Day,
+    ) -> Result<VisitorSalt, StoreError> {
         let d = day.days_since_epoch();
         {
             let txn = self.db.begin_read().map_err(failed)?;
@@ -473,7 +482,7 @@ impl EmbeddedStore {
             let salt = match existing {
                 Some(salt) => salt?,
                 None => {
-                    let salt = new_salt()?;
+                    let salt = VisitorSalt::random()?;
                     salts.insert(d, salt.0.as_slice()).map_err(failed)?;
                     salt
                 }
@@ -488,7 +497,7 @@ impl EmbeddedStore {
         Ok(salt)
     }
 
-    fn summary_now(&self) -> Result<Summary, StoreError> {
+    fn summary_blocking(&self) -> Result<Summary, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let table = txn.open_table(SUMMARY).map_err(failed)?;
         let mut summary = Summary::default();
@@ -507,7 +516,7 @@ impl EmbeddedStore {
         Ok(summary)
     }
 
-    fn latest_hits_now(&self, limit: usize) -> Result<Vec<Hit>, StoreError> {
+    fn latest_hits_blocking(&self, limit: usize) -> Result<Vec<Hit>, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let table = txn.open_table(HITS_BY_TIME).map_err(failed)?;
         let mut hits = Vec::with_capacity(limit);
@@ -523,7 +532,7 @@ impl EmbeddedStore {
         Ok(hits)
     }
 
-    fn count_hit_records_now(&self) -> Result<Summary, StoreError> {
+    fn count_hit_records_blocking(&self) -> Result<Summary, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let table = txn.open_table(HITS).map_err(failed)?;
         let mut counts = std::collections::BTreeMap::new();
@@ -537,7 +546,7 @@ impl EmbeddedStore {
 
     /// One read transaction, so the counters and the records are of the same
     /// moment.
-    fn page_tallies_now(&self, since: Day) -> Result<PageTallies, StoreError> {
+    fn page_tallies_blocking(&self, since: Day) -> Result<PageTallies, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let mut tallies = PageTallies::default();
         let since_day = since.days_since_epoch();
@@ -599,7 +608,7 @@ impl EmbeddedStore {
 
     /// One transaction: the base is in the total, the top list and `page_bases`
     /// together, or in none of them.
-    fn import_page_base_now(&self, import: &PageImport) -> Result<ImportOutcome, StoreError> {
+    fn import_page_base_blocking(&self, import: &PageImport) -> Result<ImportOutcome, StoreError> {
         let txn = self.db.begin_write().map_err(failed)?;
         let outcome = {
             let mut bases = txn.open_table(PAGE_BASES).map_err(failed)?;
@@ -650,12 +659,12 @@ impl EmbeddedStore {
     }
 }
 
-impl Store for EmbeddedStore {
+impl Counts for EmbeddedStore {
     async fn record_hits(&self, hits: Vec<Hit>) -> Vec<Result<Recorded, StoreError>> {
         let count = hits.len();
         // One transaction: the whole batch is counted, or none of it.
         match self
-            .blocking(move |store| store.record_hits_now(&hits).map_err(failed))
+            .blocking(move |store| store.record_hits_blocking(&hits).map_err(failed))
             .await
         {
             Ok(recorded) => recorded.into_iter().map(Ok).collect(),
@@ -666,17 +675,59 @@ impl Store for EmbeddedStore {
         }
     }
 
+    async fn record_page_hits(
+        &self,
+        hits: Vec<PageHitToCount>,
+    ) -> Vec<Result<PageRecorded, StoreError>> {
+        let count = hits.len();
+        match self
+            .blocking(move |store| store.record_page_hits_blocking(&hits))
+            .await
+        {
+            Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+            Err(error) => {
+                self.faults.record("page_hits", &error);
+                vec![Err(error); count]
+            }
+        }
+    }
+
+    async fn import_page_base(&self, import: PageImport) -> Result<ImportOutcome, StoreError> {
+        self.blocking(move |store| store.import_page_base_blocking(&import))
+            .await
+    }
+}
+
+impl Reads for EmbeddedStore {
     async fn summary(&self) -> Result<Summary, StoreError> {
-        self.blocking(|store| store.summary_now()).await
+        self.blocking(|store| store.summary_blocking()).await
     }
 
     async fn latest_hits(&self, limit: usize) -> Result<Vec<Hit>, StoreError> {
-        self.blocking(move |store| store.latest_hits_now(limit))
+        self.blocking(move |store| store.latest_hits_blocking(limit))
             .await
     }
 
+    async fn page_stats(&self, key: &PageKey, days: DayRange) -> Result<PageStats, StoreError> {
+        let key = key.clone();
+        self.blocking(move |store| store.page_stats_blocking(&key, days))
+            .await
+    }
+
+    async fn pages_overview(
+        &self,
+        limit: usize,
+        days: DayRange,
+    ) -> Result<PagesOverview, StoreError> {
+        self.blocking(move |store| store.pages_overview_blocking(limit, days))
+            .await
+    }
+}
+
+impl Audit for EmbeddedStore {
     async fn count_hit_records(&self) -> Result<Summary, StoreError> {
-        self.blocking(|store| store.count_hit_records_now()).await
+        self.blocking(|store| store.count_hit_records_blocking())
+            .await
     }
 
     async fn adjust_counter(&self, key: &str, delta: i64) -> Result<u64, StoreError> {
@@ -696,58 +747,8 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn record_page_hits(
-        &self,
-        hits: Vec<PageHitToCount>,
-    ) -> Vec<Result<PageRecorded, StoreError>> {
-        let count = hits.len();
-        match self
-            .blocking(move |store| store.record_page_hits_now(&hits))
-            .await
-        {
-            Ok(recorded) => recorded.into_iter().map(Ok).collect(),
-            Err(error) => {
-                self.faults.record("page_hits", &error);
-                vec![Err(error); count]
-            }
-        }
-    }
-
-    async fn import_page_base(&self, import: PageImport) -> Result<ImportOutcome, StoreError> {
-        self.blocking(move |store| store.import_page_base_now(&import))
-            .await
-    }
-
-    async fn page_stats(&self, key: &PageKey, days: DayRange) -> Result<PageStats, StoreError> {
-        let key = key.clone();
-        self.blocking(move |store| store.page_stats_now(&key, days))
-            .await
-    }
-
-    async fn pages_overview(
-        &self,
-        limit: usize,
-        days: DayRange,
-    ) -> Result<PagesOverview, StoreError> {
-        self.blocking(move |store| store.pages_overview_now(limit, days))
-            .await
-    }
-
-    async fn visitor_salt(&self, day: Day, forget_before: Day) -> Result<VisitorSalt, StoreError> {
-        self.blocking(move |store| store.visitor_salt_now(day, forget_before))
-            .await
-    }
-
-    async fn findings(&self) -> Vec<String> {
-        self.faults.findings()
-    }
-
-    fn hit_retention(&self) -> Retention {
-        self.hit_retention
-    }
-
     async fn page_tallies(&self, since: Day) -> Result<PageTallies, StoreError> {
-        self.blocking(move |store| store.page_tallies_now(since))
+        self.blocking(move |store| store.page_tallies_blocking(since))
             .await
     }
 
@@ -755,6 +756,23 @@ impl Store for EmbeddedStore {
         self.page_hit_retention
     }
 
+    fn hit_retention(&self) -> Retention {
+        self.hit_retention
+    }
+
+    async fn findings(&self) -> Vec<String> {
+        self.faults.findings()
+    }
+}
+
+impl VisitorSalts for EmbeddedStore {
+    async fn visitor_salt(&self, day: Day, forget_before: Day) -> Result<VisitorSalt, StoreError> {
+        self.blocking(move |store| store.visitor_salt_blocking(day, forget_before))
+            .await
+    }
+}
+
+impl Store for EmbeddedStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
         self.faults.check()?;
         self.blocking(|store| {
@@ -906,13 +924,6 @@ fn decode_visitors(bytes: &[u8]) -> Result<Visitors, StoreError> {
         .map_err(|e| StoreError::Failed(format!("embedded store holds a damaged HyperLogLog: {e}")))
 }
 
-fn new_salt() -> Result<VisitorSalt, StoreError> {
-    let mut salt = [0; 32];
-    getrandom::fill(&mut salt)
-        .map_err(|e| StoreError::Failed(format!("no randomness for the visitor secret: {e}")))?;
-    Ok(VisitorSalt(salt))
-}
-
 fn stored_salt(bytes: &[u8]) -> Result<VisitorSalt, StoreError> {
     bytes
         .try_into()
@@ -953,7 +964,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = hit("a");
         {
-            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let store = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
             let recorded = store
                 .record_hits(vec![first.clone(), hit("b"), hit("a")])
                 .await
@@ -963,7 +974,7 @@ mod tests {
             let totals: Vec<u64> = recorded.iter().map(|r| r.total_hits).collect();
             assert_eq!(totals, [1, 2, 3]);
         }
-        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let store = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
         let again = store
             .record_hits(vec![first, hit("b")])
             .await
@@ -999,7 +1010,7 @@ mod tests {
     #[tokio::test]
     async fn an_import_is_a_base_set_once_that_the_audit_reads_apart_from_the_days() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let store = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
         let ts = 1_764_028_800_000;
         store
             .record_page_hits(vec![page_hit("blog/a", ts, None)])
@@ -1066,7 +1077,7 @@ mod tests {
         assert_eq!(overview.top_all_time[0].hits, 102);
         // Reopened, the base is still there and still apart.
         drop(store);
-        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let store = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
         let stats = store.page_stats(&import.key, range).await.unwrap();
         assert_eq!((stats.total, stats.base.map(|b| b.count)), (102, Some(100)));
     }
@@ -1076,7 +1087,7 @@ mod tests {
             id: HitId::from_uuid(uuid::Uuid::now_v7()).unwrap(),
             key: key.parse().unwrap(),
             ts: EpochMillis::new(ts.into()).unwrap(),
-            visitor: visitor.map(super::super::pages::VisitorHash),
+            visitor: visitor.map(counter_store::pages::VisitorHash),
         }
     }
 
@@ -1086,7 +1097,7 @@ mod tests {
         let (day1, day2) = (1_764_028_799_000, 1_764_028_800_000); // either side of midnight
         let first = page_hit("blog/a", day1, Some(1));
         {
-            let store = EmbeddedStore::open(dir.path()).unwrap();
+            let store = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
             let batch = vec![
                 first.clone(),
                 page_hit("blog/a", day2, Some(1)),
@@ -1111,7 +1122,7 @@ mod tests {
                 ]
             );
         }
-        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let store = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
         let again = store.record_page_hits(vec![first]).await;
         assert!(again[0].as_ref().unwrap().duplicate);
 
@@ -1157,11 +1168,11 @@ mod tests {
     #[tokio::test]
     async fn ten_thousand_visitors_are_estimated_within_two_percent() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let store = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
         let ts = 1_764_028_800_000;
         // Each visitor twice, in batches like a busy gateway's, hashed as the
         // gateway hashes them.
-        let salt = super::super::pages::VisitorSalt([7; 32]);
+        let salt = counter_store::pages::VisitorSalt([7; 32]);
         let key: PageKey = "hll".parse().unwrap();
         let hashes: Vec<u64> = (0..10_000u32)
             .map(|i| {
@@ -1169,7 +1180,7 @@ mod tests {
                     addr: std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
                     user_agent: "Mozilla/5.0".parse().unwrap(),
                 };
-                crate::visitors::visitor_hash(&salt, &key, &visitor).0
+                counter_store::pages::VisitorHash::of(&salt, &key, &visitor).0
             })
             .collect();
         for chunk in hashes.iter().chain(&hashes).collect::<Vec<_>>().chunks(512) {
@@ -1204,7 +1215,7 @@ mod tests {
     #[tokio::test]
     async fn a_days_secret_is_shared_and_forgotten_after_the_next_day() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let store = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
         let day: Day = "2026-11-25".parse().unwrap();
         let salt = store.visitor_salt(day, day.minus(1)).await.unwrap();
         assert_eq!(store.visitor_salt(day, day.minus(1)).await.unwrap(), salt);
@@ -1251,7 +1262,7 @@ mod tests {
             }
             txn.commit().unwrap();
         }
-        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let store = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
         let overview = store
             .pages_overview(100, DayRange::ending(day, 1))
             .await
@@ -1261,7 +1272,7 @@ mod tests {
         };
         let expected = |base: u64| -> Vec<(String, u64)> {
             let all = (0..250_u64).map(|i| (format!("k{i:03}").parse().unwrap(), i % 7 + base));
-            super::super::pages::top(all, 100)
+            counter_store::tops::top(all, 100)
                 .into_iter()
                 .map(|(k, n)| (k.to_string(), n))
                 .collect()
@@ -1280,8 +1291,10 @@ mod tests {
     #[test]
     fn a_second_gateway_on_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = EmbeddedStore::open(dir.path()).unwrap();
-        let error = EmbeddedStore::open(dir.path()).err().unwrap();
+        let _first = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
+        let error = EmbeddedStore::open(dir.path(), Events::none())
+            .err()
+            .unwrap();
         assert!(
             format!("{error:#}").contains("another gateway"),
             "{error:#}"

@@ -1,35 +1,29 @@
-//! Imports on Aerospike: a counter's base, written once into its `pages`
-//! record, beside `total` and `days`.
+//! Imports: a counter's base, written once into its `pages` record, beside
+//! `total` and `days`.
 //!
 //! One `operate` adds the count to `total` and writes `base`, `base_id` and
 //! `base_ts`, atomically, behind a filter that lets it through only while the
 //! record has no `base`. So a write whose outcome is in doubt is simply sent
 //! again: a repeat is filtered out, and the record's `base_id` then says whether
-//! it was this import. `days` are untouched: the audit reads `total` as
-//! `base` plus the days, and the repair, which moves a day and `total`
-//! together, never touches the base.
+//! it was this import. `days` are untouched: the audit reads `total` as `base`
+//! plus the days, and the repair ([`cluster`](crate::cluster)), which moves a
+//! day and `total` together, never touches the base. The all-time top list
+//! takes the new total with the counter's next hit.
 
 use aerospike::expressions as exp;
 use aerospike::{Bin, Bins, ReadPolicy, ResultCode, Value, operations};
 use counter_api::{EpochMillis, ImportOutcome, PageBase, PageImport, PageImported};
+use counter_store::StoreError;
 use tokio::time::Instant;
 
-use super::pages::{PAGES_SET, count, last_value};
-use super::{
-    AerospikeStore, Backoff, StoreError, TOTAL_BIN, millis_until, retry_cause, retryable,
-    unavailable_or_failed,
+use crate::AerospikeStore;
+use crate::client::{
+    Backoff, Retry, count, last_value, millis_until, retry_cause, unavailable_or_failed,
 };
-use crate::metrics::METRICS;
-
-/// The imported count, in the counter's total and in none of its days.
-pub(super) const BASE_BIN: &str = "base";
-/// The import's id (its `Idempotency-Key`), which tells a repeat from another import.
-const BASE_ID_BIN: &str = "base_id";
-/// When it was imported, in milliseconds.
-const BASE_TS_BIN: &str = "base_ts";
+use crate::layout::{BASE_BIN, BASE_ID_BIN, BASE_TS_BIN, PAGES_SET, TOTAL_BIN};
 
 impl AerospikeStore {
-    pub(super) async fn import_base(
+    pub(crate) async fn import_base(
         &self,
         import: &PageImport,
     ) -> Result<ImportOutcome, StoreError> {
@@ -40,10 +34,10 @@ impl AerospikeStore {
         let client = self.client()?;
         let record = self.key(PAGES_SET, import.key.as_str())?;
         let id = import.id.to_string();
-        let added = import.count.get() as i64;
+        let added = Value::from(import.count.get() as i64);
         let ops = [
-            operations::add(&Bin::new(TOTAL_BIN, Value::from(added))),
-            operations::put(&Bin::new(BASE_BIN, Value::from(added))),
+            operations::add(&Bin::new(TOTAL_BIN, added.clone())),
+            operations::put(&Bin::new(BASE_BIN, added)),
             operations::put(&Bin::new(BASE_ID_BIN, Value::from(id.clone()))),
             operations::put(&Bin::new(
                 BASE_TS_BIN,
@@ -52,8 +46,8 @@ impl AerospikeStore {
             operations::get_bin(TOTAL_BIN),
         ];
         let mut backoff = Backoff::new();
-        // Whether an earlier try may have applied: then finding this import's
-        // id is this request's own write, not a client's repeat.
+        // Whether an earlier try may have applied: finding this import's id is
+        // then this request's own write, not a repeat of an earlier request.
         let mut in_doubt = false;
         loop {
             let mut policy = self.write_policy(deadline);
@@ -73,9 +67,11 @@ impl AerospikeStore {
                 }
                 Err(error) => error,
             };
-            if retryable(&error) && backoff.wait(deadline).await {
-                METRICS.retried(retry_cause(&error));
-                in_doubt = true;
+            // The filter makes the write idempotent: a repeat of one that
+            // applied is filtered out.
+            if Retry::Idempotent.allows(&error) && backoff.wait(deadline).await {
+                in_doubt |= error.in_doubt();
+                self.inner.events.retried(retry_cause(&error));
                 continue;
             }
             return Err(unavailable_or_failed(&error));
@@ -122,14 +118,15 @@ impl AerospikeStore {
 }
 
 /// A base's time as the record holds it.
-pub(super) fn stored_ts(value: Option<&Value>) -> Result<EpochMillis, StoreError> {
+fn stored_ts(value: Option<&Value>) -> Result<EpochMillis, StoreError> {
     count(value)
         .and_then(|ms| EpochMillis::new(ms.into()).ok())
         .ok_or_else(|| StoreError::Failed(format!("a pages record's {BASE_TS_BIN} is not a time")))
 }
 
-/// The base a `pages` record read with [`BASE_BINS`] holds, if any.
-pub(super) fn base_of(
+/// The base a `pages` record read with [`BASE_BIN`] and [`BASE_TS_BIN`] holds,
+/// if any.
+pub(crate) fn base_of(
     bins: &aerospike::IndexMap<String, Value>,
 ) -> Result<Option<PageBase>, StoreError> {
     match count(last_value(bins, BASE_BIN)) {
@@ -140,6 +137,3 @@ pub(super) fn base_of(
         })),
     }
 }
-
-/// The bins [`base_of`] reads.
-pub(super) const BASE_BINS: [&str; 2] = [BASE_BIN, BASE_TS_BIN];
