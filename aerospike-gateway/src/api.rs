@@ -492,7 +492,7 @@ async fn audit<S: Store>(State(state): State<Arc<AppState<S>>>) -> Result<Json<A
     }));
     if pages.totals_off_days > 0 {
         findings.push(format!(
-            "{} counter(s) have a total that is not the sum of their days",
+            "{} counter(s) have a total that is not their imported base (if any) plus the sum of their days",
             pages.totals_off_days
         ));
     }
