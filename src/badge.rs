@@ -8,28 +8,120 @@
 //! count, cut short on the badge; and the exact count in the badge's accessible
 //! name.
 
-use shields::{BadgeParams, BadgeStyle};
+use shields::{BadgeParams, BadgeStyle, RenderOptions};
 
 use crate::markup::{escape, thousands};
-use crate::query::{self, QueryError, shorten};
+use crate::query::{QueryError, shorten};
 
-/// The query parameters a badge takes.
-pub const PARAMETERS: [&str; 8] = [
-    "label",
-    "color",
-    "label_color",
-    "style",
-    "logo",
-    "logo_color",
-    "link",
-    "count",
+/// One option of the badge query: the name shields.io gives it and the older
+/// names this counter took before, which keep working so that no badge already
+/// in a README breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parameter {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+}
+
+impl Parameter {
+    const fn new(name: &'static str) -> Self {
+        Self { name, aliases: &[] }
+    }
+
+    const fn alias(name: &'static str, aliases: &'static [&'static str]) -> Self {
+        Self { name, aliases }
+    }
+
+    fn answers_to(&self, name: &str) -> bool {
+        self.name == name || self.aliases.contains(&name)
+    }
+}
+
+const LABEL: Parameter = Parameter::new("label");
+const COLOR: Parameter = Parameter::new("color");
+const LABEL_COLOR: Parameter = Parameter::alias("labelColor", &["label_color"]);
+const STYLE: Parameter = Parameter::new("style");
+const LOGO: Parameter = Parameter::new("logo");
+const LOGO_COLOR: Parameter = Parameter::alias("logoColor", &["logo_color"]);
+const LOGO_SIZE: Parameter = Parameter::alias("logoSize", &["logo_size"]);
+const LINK: Parameter = Parameter::new("link");
+const CACHE_SECONDS: Parameter = Parameter::alias("cacheSeconds", &["cache_seconds"]);
+const COUNT: Parameter = Parameter::new("count");
+
+/// The query parameters a badge takes, in shields.io's spelling, each with the
+/// names it also answers to.
+pub const PARAMETERS: [Parameter; 10] = [
+    LABEL,
+    COLOR,
+    LABEL_COLOR,
+    STYLE,
+    LOGO,
+    LOGO_COLOR,
+    LOGO_SIZE,
+    LINK,
+    CACHE_SECONDS,
+    COUNT,
 ];
+
+/// The value of `parameter`, under whichever of its names it was given.
+///
+/// Given twice, even once under each name, it is refused: either guess would
+/// hide a mistake in a hand-written URL.
+pub fn option(
+    pairs: &[(String, String)],
+    parameter: Parameter,
+) -> Result<Option<&str>, BadgeError> {
+    let mut given = pairs.iter().filter(|(name, _)| parameter.answers_to(name));
+    let first = given.next();
+    if let Some((second, _)) = given.next() {
+        let (first, _) = first.expect("a second comes after a first");
+        return Err(if first == second {
+            QueryError::Repeated(shorten(first)).into()
+        } else {
+            BadgeError::SameOption {
+                first: first.clone(),
+                second: second.clone(),
+            }
+        });
+    }
+    Ok(first.map(|(_, value)| value.as_str()))
+}
+
+/// Refuses the first parameter none of `parameters` answers to, naming every one
+/// that is allowed, aliases included.
+pub fn reject_unknown(
+    pairs: &[(String, String)],
+    parameters: &[Parameter],
+) -> Result<(), QueryError> {
+    let Some((name, _)) = pairs
+        .iter()
+        .find(|(name, _)| !parameters.iter().any(|p| p.answers_to(name)))
+    else {
+        return Ok(());
+    };
+    let allowed = parameters
+        .iter()
+        .map(|p| match p.aliases {
+            [] => p.name.to_owned(),
+            aliases => format!("{} (or {})", p.name, aliases.join(", ")),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(QueryError::Unknown {
+        name: shorten(name),
+        allowed: format!("the parameters allowed here are {allowed}"),
+    })
+}
 
 /// Why a badge query was refused; the message says what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BadgeError {
     #[error(transparent)]
     Query(#[from] QueryError),
+    #[error(
+        "{first} and {second} are two spellings of the same option (shields.io's and the \
+         older one); give it once"
+    )]
+    SameOption { first: String, second: String },
     #[error(
         "the label is {0} characters long; at most {max} are allowed",
         max = BadgeOptions::MAX_LABEL_CHARS
@@ -38,14 +130,13 @@ pub enum BadgeError {
     #[error("the label must not contain control characters (found U+{0:04X})")]
     LabelControl(u32),
     #[error(
-        "{parameter}={value:?} is not a color: use one of {names}, or three or six hex digits \
-         such as 4c1 or 007ec6 (a leading # must be written %23 in a URL)",
-        names = COLOR_NAMES.join(", ")
+        "{parameter}={value:?} is not a color: use a CSS color as shields.io takes it: one of \
+         its names ({names}), a CSS color name such as white, black or silver, hex of 3, 4, 6 \
+         or 8 digits such as 4c1 or 007ec6 (a leading # written %23), or rgb(), rgba(), hsl() \
+         or hsla() such as rgb(0,128,255) or hsl(120,100%,25%)",
+        names = SHIELDS_COLOR_NAMES.join(", ")
     )]
-    Color {
-        parameter: &'static str,
-        value: String,
-    },
+    Color { parameter: String, value: String },
     #[error(
         "style={0:?} is not a badge style: use {styles}",
         styles = BadgeStyle::ALL.map(BadgeStyle::as_str).join(", ")
@@ -63,6 +154,8 @@ pub enum BadgeError {
          (the web component's cargo feature `logos`)"
     )]
     Logo(String),
+    #[error("{parameter}={value:?} is not a logo size: the only size shields.io takes is auto")]
+    LogoSize { parameter: String, value: String },
     #[error(
         "link={0:?} is not a web address: give an absolute http:// or https:// URL of at most \
          {max} characters, such as https://github.com/owner/repo, its & written %26 and \
@@ -70,6 +163,14 @@ pub enum BadgeError {
         max = Link::MAX_CHARS
     )]
     Link(String),
+    #[error(
+        "{parameter}={value:?} is not a number of seconds: give a whole number such as 3600 \
+         (below {floor} counts as {floor}, shields.io's shortest; above {ceiling}, a year, \
+         as a year)",
+        floor = CacheSeconds::FLOOR,
+        ceiling = CacheSeconds::CEILING
+    )]
+    CacheSeconds { parameter: String, value: String },
     #[error(
         "count={0:?} is not true or false: count=true (or 1, the default) counts this view \
          as a hit, count=false (or 0) shows the counter without counting"
@@ -93,9 +194,15 @@ pub struct BadgeOptions {
     pub logo: Option<Logo>,
     /// The logo's color; shields picks one that suits the style when left out.
     pub logo_color: Option<Color>,
+    /// The logo's width in pixels, when a form other than shields.io's asks for
+    /// one (HITS' `logoWidth`); the renderer's 14 otherwise.
+    pub logo_width: Option<u32>,
     /// Where the badge leads when clicked. Only a badge opened on its own or
     /// embedded with `<object>` can be clicked: an `<img>` is never a link.
     pub link: Option<Link>,
+    /// How long caches may keep the badge; `None`, the default, forbids it, so
+    /// that every view counts.
+    pub cache: Option<CacheSeconds>,
     /// Whether this request is a hit. `false` shows the current count without
     /// adding to it: for previews, such as the one on the counter's stats page.
     pub count: bool,
@@ -106,34 +213,67 @@ impl BadgeOptions {
 
     /// The options a badge query asks for; anything not given keeps its default.
     pub fn from_query(pairs: &[(String, String)]) -> Result<Self, BadgeError> {
-        query::reject_unknown(pairs, &PARAMETERS)?;
+        reject_unknown(pairs, &PARAMETERS)?;
         let mut options = Self::default();
-        if let Some(label) = query::one(pairs, "label")? {
+        if let Some(label) = option(pairs, LABEL)? {
             options.label = parse_label(label)?;
         }
-        let color = |parameter| {
-            query::one(pairs, parameter)?
-                .map(|text| Color::parse(parameter, text))
-                .transpose()
-        };
-        options.color = color("color")?;
-        options.label_color = color("label_color")?;
-        options.logo_color = color("logo_color")?;
-        if let Some(style) = query::one(pairs, "style")? {
-            options.style = style
-                .parse()
-                .map_err(|_| BadgeError::Style(shorten(style)))?;
+        options.color = color(pairs, COLOR)?;
+        options.label_color = color(pairs, LABEL_COLOR)?;
+        options.logo_color = color(pairs, LOGO_COLOR)?;
+        if let Some(style) = option(pairs, STYLE)? {
+            options.style = parse_style(style)?;
         }
-        options.logo = query::one(pairs, "logo")?.map(Logo::parse).transpose()?;
-        options.link = query::one(pairs, "link")?.map(Link::parse).transpose()?;
-        if let Some(count) = query::one(pairs, "count")? {
-            options.count = match count {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                other => return Err(BadgeError::Count(shorten(other))),
-            };
+        options.logo = option(pairs, LOGO)?.map(Logo::parse).transpose()?;
+        if let Some(size) = named(pairs, LOGO_SIZE)? {
+            LogoSize::parse(size)?;
+        }
+        options.link = option(pairs, LINK)?.map(Link::parse).transpose()?;
+        options.cache = named(pairs, CACHE_SECONDS)?
+            .map(CacheSeconds::parse)
+            .transpose()?;
+        if let Some(count) = option(pairs, COUNT)? {
+            options.count = parse_count(count)?;
         }
         Ok(options)
+    }
+}
+
+/// The value of `parameter` with the name it was given under, for messages that
+/// quote the URL back as the person wrote it.
+fn named(
+    pairs: &[(String, String)],
+    parameter: Parameter,
+) -> Result<Option<(&str, &str)>, BadgeError> {
+    let value = option(pairs, parameter)?;
+    Ok(value.map(|value| {
+        let name = pairs
+            .iter()
+            .find(|(name, _)| parameter.answers_to(name))
+            .map_or(parameter.name, |(name, _)| name.as_str());
+        (name, value)
+    }))
+}
+
+/// The color `parameter` names, if given.
+pub fn color(
+    pairs: &[(String, String)],
+    parameter: Parameter,
+) -> Result<Option<Color>, BadgeError> {
+    named(pairs, parameter)?
+        .map(|(name, text)| Color::parse(name, text))
+        .transpose()
+}
+
+pub fn parse_style(style: &str) -> Result<BadgeStyle, BadgeError> {
+    style.parse().map_err(|_| BadgeError::Style(shorten(style)))
+}
+
+pub fn parse_count(count: &str) -> Result<bool, BadgeError> {
+    match count {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(BadgeError::Count(shorten(other))),
     }
 }
 
@@ -146,13 +286,15 @@ impl Default for BadgeOptions {
             style: BadgeStyle::Flat,
             logo: None,
             logo_color: None,
+            logo_width: None,
             link: None,
+            cache: None,
             count: true,
         }
     }
 }
 
-fn parse_label(label: &str) -> Result<String, BadgeError> {
+pub fn parse_label(label: &str) -> Result<String, BadgeError> {
     if let Some(c) = label.chars().find(|c| c.is_control()) {
         return Err(BadgeError::LabelControl(c.into()));
     }
@@ -164,29 +306,43 @@ fn parse_label(label: &str) -> Result<String, BadgeError> {
     Ok(label.to_owned())
 }
 
-/// A color as shields.io takes it: one of its names, or hex digits. Kept in the
-/// form shields.io itself would write (`brightgreen`, `#4c1`), so the badge is
-/// the one shields.io draws for the same URL, and no other query text reaches
-/// the SVG as a color.
+/// A color shields.io takes, in the form the renderer is given it: one of
+/// shields.io's names (`brightgreen`), `#` and hex digits (`#4c1`), a CSS color
+/// name (`white`), or an `rgb()`/`rgba()`/`hsl()`/`hsla()` function, lowercase.
+///
+/// The renderer (the `shields` crate) maps the names to shields.io's hex and
+/// writes the rest into the SVG as it is, as shields.io does; but for text it
+/// cannot read it silently draws its default, which would hide a typo, and its
+/// CSS parser takes more than shields.io does (`rgb(-100,20,111)`, `hwb()`,
+/// `lab()`), which would draw a badge shields.io draws otherwise. So only
+/// what shields.io's renderer (badge-maker, through css-color-converter) takes
+/// gets here, and no other query text reaches the SVG as a color.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Color(String);
 
 impl Color {
-    fn parse(parameter: &'static str, text: &str) -> Result<Self, BadgeError> {
-        if let Some(name) = COLOR_NAMES
-            .iter()
-            .find(|name| name.eq_ignore_ascii_case(text))
-        {
-            return Ok(Self((*name).to_owned()));
-        }
-        let hex = text.strip_prefix('#').unwrap_or(text);
-        if matches!(hex.len(), 3 | 6) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(Self(format!("#{}", hex.to_ascii_lowercase())));
-        }
-        Err(BadgeError::Color {
-            parameter,
+    pub fn parse(parameter: &str, text: &str) -> Result<Self, BadgeError> {
+        let refuse = || BadgeError::Color {
+            parameter: shorten(parameter),
             value: shorten(text),
-        })
+        };
+        // Names and function names are case-insensitive in CSS; shields.io only
+        // knows them in lowercase and draws its default for `White`, which is
+        // surely not what the author meant.
+        let lower = text.to_ascii_lowercase();
+        if SHIELDS_COLOR_NAMES.contains(&lower.as_str()) || is_css_color_name(&lower) {
+            return Ok(Self(lower));
+        }
+        // shields.io takes 3 and 6 digits bare and 3, 4, 6 and 8 after `#`; the
+        // bare 4 and 8 it ignores are taken too, since nothing else is meant by them.
+        let hex = lower.strip_prefix('#').unwrap_or(&lower);
+        if matches!(hex.len(), 3 | 4 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Self(format!("#{hex}")));
+        }
+        if is_css_color_function(&lower) && csscolorparser::parse(&lower).is_ok() {
+            return Ok(Self(lower));
+        }
+        Err(refuse())
     }
 
     pub fn as_str(&self) -> &str {
@@ -194,8 +350,8 @@ impl Color {
     }
 }
 
-/// shields.io's named colors and their aliases.
-const COLOR_NAMES: [&str; 16] = [
+/// shields.io's 9 named colors and its 7 aliases for them.
+const SHIELDS_COLOR_NAMES: [&str; 16] = [
     "brightgreen",
     "green",
     "yellowgreen",
@@ -204,15 +360,133 @@ const COLOR_NAMES: [&str; 16] = [
     "red",
     "blue",
     "lightgrey",
-    "lightgray",
     "grey",
     "gray",
+    "lightgray",
     "success",
     "important",
     "critical",
     "informational",
     "inactive",
 ];
+
+/// One of CSS's named colors, from the list of the parser the renderer uses:
+/// the same 148 names as the `color-name` package shields.io's parser reads
+/// (`transparent`, a keyword rather than a name, is in neither).
+fn is_css_color_name(text: &str) -> bool {
+    csscolorparser::NAMED_COLORS
+        .keys()
+        .any(|name| name.as_str() == text)
+}
+
+/// Whether `text` is an `rgb()`, `rgba()`, `hsl()` or `hsla()` color written as
+/// shields.io's parser (css-color-converter 2) reads one: whole numbers, either
+/// all plain or all percentages for rgb, percentages for saturation and
+/// lightness, an alpha of `0`, `1`, `.5` or `50%`; commas between, or spaces
+/// with `/` before the alpha.
+fn is_css_color_function(text: &str) -> bool {
+    let Some((function, rest)) = text.split_once('(') else {
+        return false;
+    };
+    let Some(arguments) = rest.strip_suffix(')') else {
+        return false;
+    };
+    let (channels, alpha): (Vec<&str>, Option<&str>) = if arguments.contains(',') {
+        let mut parts: Vec<&str> = arguments.split(',').map(str::trim).collect();
+        let alpha = (parts.len() == 4).then(|| parts.pop()).flatten();
+        (parts, alpha)
+    } else {
+        let (channels, alpha) = match arguments.split_once('/') {
+            Some((channels, alpha)) => (channels, Some(alpha.trim())),
+            None => (arguments, None),
+        };
+        (channels.split_whitespace().collect(), alpha)
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let percent = |s: &str| s.strip_suffix('%').is_some_and(digits);
+    let alpha_ok = alpha.is_none_or(|a| {
+        a == "0"
+            || a == "1"
+            || percent(a)
+            || a.strip_prefix("0")
+                .unwrap_or(a)
+                .strip_prefix('.')
+                .is_some_and(digits)
+    });
+    let hue = |s: &str| {
+        let number = ["deg", "grad", "rad", "turn"]
+            .iter()
+            .find_map(|unit| s.strip_suffix(unit))
+            .unwrap_or(s);
+        digits(number)
+            || number
+                .strip_prefix("0")
+                .unwrap_or(number)
+                .strip_prefix('.')
+                .is_some_and(digits)
+    };
+    let [first, second, third] = channels[..] else {
+        return false;
+    };
+    alpha_ok
+        && match function {
+            "rgb" | "rgba" => {
+                [first, second, third].into_iter().all(digits)
+                    || [first, second, third].into_iter().all(percent)
+            }
+            "hsl" | "hsla" => hue(first) && percent(second) && percent(third),
+            _ => false,
+        }
+}
+
+/// `logoSize`: shields.io takes `auto`, which widens the logo to its icon's shape.
+/// Taken so that a pasted URL works; the renderer has no such sizing, so the logo
+/// keeps the standard 14 pixels.
+struct LogoSize;
+
+impl LogoSize {
+    fn parse((parameter, text): (&str, &str)) -> Result<Self, BadgeError> {
+        if text == "auto" {
+            Ok(Self)
+        } else {
+            Err(BadgeError::LogoSize {
+                parameter: shorten(parameter),
+                value: shorten(text),
+            })
+        }
+    }
+}
+
+/// How long a cache may keep a badge, `cacheSeconds` as shields.io takes it: a
+/// whole number of seconds, no shorter than shields.io's shortest (its
+/// `defaultCacheLengthSeconds`, 120: shorter asks are raised to it) and, since
+/// shields.io sets no ceiling, no longer than a year, the longest an `Expires`
+/// date may look ahead in HTTP/1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSeconds(u32);
+
+impl CacheSeconds {
+    pub const FLOOR: u32 = 120;
+    pub const CEILING: u32 = 31_536_000;
+
+    fn parse((parameter, text): (&str, &str)) -> Result<Self, BadgeError> {
+        let refuse = || BadgeError::CacheSeconds {
+            parameter: shorten(parameter),
+            value: shorten(text),
+        };
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(refuse());
+        }
+        // All digits: only a number too large for u64 fails, and that is past the ceiling.
+        let seconds = text.parse::<u64>().unwrap_or(u64::MAX);
+        let seconds = seconds.clamp(Self::FLOOR.into(), Self::CEILING.into());
+        Ok(Self(u32::try_from(seconds).expect("clamped to a year")))
+    }
+
+    pub fn seconds(self) -> u32 {
+        self.0
+    }
+}
 
 /// The slug of a Simple Icons icon this build carries (`github`, `rust`).
 ///
@@ -223,7 +497,7 @@ pub struct Logo(String);
 
 impl Logo {
     #[cfg(feature = "logos")]
-    fn parse(text: &str) -> Result<Self, BadgeError> {
+    pub fn parse(text: &str) -> Result<Self, BadgeError> {
         let slug = text.to_ascii_lowercase();
         // Longer than any slug (the longest has 28 characters), but short enough
         // that nothing long is looked up.
@@ -239,7 +513,7 @@ impl Logo {
     }
 
     #[cfg(not(feature = "logos"))]
-    fn parse(text: &str) -> Result<Self, BadgeError> {
+    pub fn parse(text: &str) -> Result<Self, BadgeError> {
         Err(BadgeError::Logo(shorten(text)))
     }
 
@@ -258,7 +532,7 @@ pub struct Link(String);
 impl Link {
     const MAX_CHARS: usize = 2000;
 
-    fn parse(text: &str) -> Result<Self, BadgeError> {
+    pub fn parse(text: &str) -> Result<Self, BadgeError> {
         let refuse = || BadgeError::Link(shorten(text));
         if text.len() > Self::MAX_CHARS {
             return Err(refuse());
@@ -282,28 +556,42 @@ impl Link {
 /// A complete SVG document: the label and the count, abbreviated (`12.3k`); its
 /// title and accessible name carry the exact count (`hits: 12,345`).
 pub fn render(options: &BadgeOptions, count: u64) -> String {
-    let shown = abbreviate(count);
-    let svg = shields::render_badge_svg(&BadgeParams {
+    render_message(
+        options,
+        &abbreviate(count),
+        &accessible_name(&options.label, &thousands(count)),
+    )
+}
+
+/// A badge showing `message`, named `name` (its title and accessible name).
+pub fn render_message(options: &BadgeOptions, message: &str, name: &str) -> String {
+    let params = BadgeParams {
         style: options.style,
         label: Some(&options.label),
-        message: Some(&shown),
+        message: Some(message),
         label_color: options.label_color.as_ref().map(Color::as_str),
         message_color: options.color.as_ref().map(Color::as_str),
         link: options.link.as_ref().map(Link::as_str),
         extra_link: None,
         logo: options.logo.as_ref().map(Logo::as_str),
         logo_color: options.logo_color.as_ref().map(Color::as_str),
-    });
-    with_accessible_name(svg, &accessible_name(&options.label, count))
+    };
+    let svg = match options.logo_width {
+        Some(width) => {
+            shields::render_badge_svg_with(&params, &RenderOptions::default().logo_width(width))
+        }
+        None => shields::render_badge_svg(&params),
+    };
+    with_accessible_name(svg, name)
 }
 
 /// `hits: 12,345`, or `12,345` without a label: the label as given (not in the
 /// capitals some styles draw it in) and the count to the last digit.
-fn accessible_name(label: &str, count: u64) -> String {
+pub fn accessible_name(label: &str, count: &str) -> String {
     if label.is_empty() {
-        thousands(count)
+        count.to_owned()
     } else {
-        format!("{label}: {}", thousands(count))
+        format!("{label}: {count}")
     }
 }
 
@@ -359,6 +647,8 @@ pub fn abbreviate(count: u64) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+
+    use crate::query;
 
     use super::*;
 
@@ -436,10 +726,25 @@ mod tests {
                 style: BadgeStyle::ForTheBadge,
                 logo: None,
                 logo_color: Some(Color("#4c1".to_owned())),
+                logo_width: None,
                 link: Some(Link("https://example.com/a?b=1&c=2".to_owned())),
+                cache: None,
                 count: false,
             }
         );
+        // shields.io's spelling, the primary one.
+        let camel =
+            options("labelColor=%23ABC&logoColor=4c1&logoSize=auto&cacheSeconds=3600&color=white")
+                .unwrap();
+        assert_eq!(camel.label_color, Some(Color("#abc".to_owned())));
+        assert_eq!(camel.logo_color, Some(Color("#4c1".to_owned())));
+        assert_eq!(camel.cache, Some(CacheSeconds(3600)));
+        assert_eq!(camel.color, Some(Color("white".to_owned())));
+        let snake = options(
+            "label_color=%23ABC&logo_color=4c1&logo_size=auto&cache_seconds=3600&color=white",
+        )
+        .unwrap();
+        assert_eq!(snake, camel, "the older names are aliases");
         assert!(!options("count=0").unwrap().count);
         assert!(options("count=1").unwrap().count);
         assert!(options("count=true").unwrap().count);
@@ -487,32 +792,117 @@ mod tests {
         assert!(message.contains("`logos`"), "{message}");
     }
 
+    // The table of shields.io's colors, shared with the end-to-end suite.
+    include!("shields_io_colors.rs");
+
+    /// The count's background in a flat badge: its second rectangle's fill.
+    fn message_fill(svg: &str) -> String {
+        document(svg)
+            .descendants()
+            .filter(|n| n.has_tag_name("rect"))
+            .filter(|n| n.parent().is_none_or(|p| !p.has_tag_name("clipPath")))
+            .nth(1)
+            .and_then(|rect| rect.attribute("fill"))
+            .unwrap_or_else(|| panic!("a flat badge has a message rectangle: {svg}"))
+            .to_owned()
+    }
+
     #[test]
-    fn colors() {
-        let color = |text: &str| Color::parse("color", text).map(|c| c.as_str().to_owned());
-        assert_eq!(color("brightgreen"), Ok("brightgreen".to_owned()));
-        assert_eq!(color("BrightGreen"), Ok("brightgreen".to_owned()));
-        assert_eq!(color("informational"), Ok("informational".to_owned()));
-        assert_eq!(color("4c1"), Ok("#4c1".to_owned()));
-        assert_eq!(color("#4C1"), Ok("#4c1".to_owned()));
-        assert_eq!(color("#007ec6"), Ok("#007ec6".to_owned()));
-        assert_eq!(color("FE7D37"), Ok("#fe7d37".to_owned()));
-        for bad in [
-            "",
-            "#",
-            "purple",
-            "12",
-            "1234",
-            "#12345",
-            "1234567",
-            "##abc",
-            "+1+2+3",
-            "0x123",
-            "éé",
-            "rgb(0,0,0)",
-            "red\"/><script>",
+    fn colors_render_what_shields_io_renders() {
+        let default = message_fill(&render(&BadgeOptions::default(), 1));
+        assert_eq!(default, "#007ec6");
+        for &(text, shields_io, ours) in SHIELDS_IO_COLORS {
+            let query = format!(
+                "color={}",
+                text.replace('%', "%25")
+                    .replace('#', "%23")
+                    .replace(' ', "%20")
+            );
+            let parsed = options(&query);
+            match ours {
+                Some(fill) => {
+                    let parsed = parsed.unwrap_or_else(|e| panic!("{text:?}: {e}"));
+                    assert_eq!(message_fill(&render(&parsed, 1)), fill, "{text:?}");
+                }
+                None => assert!(
+                    matches!(parsed, Err(BadgeError::Color { .. })),
+                    "{text:?} is refused as a color: {parsed:?}"
+                ),
+            }
+            // Where shields.io takes it, the renderer given shields.io's own
+            // spelling draws what shields.io draws (but for the padded name it
+            // trims): the color is the renderer's to draw, not ours.
+            if let Some(fill) = shields_io.filter(|_| text.trim() == text) {
+                let svg = shields::render_badge_svg(&BadgeParams {
+                    message_color: Some(text),
+                    ..BadgeParams::new("hits", "1")
+                });
+                assert_eq!(message_fill(&svg), fill, "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_color_option_takes_every_color() {
+        for parameter in [
+            "color",
+            "labelColor",
+            "label_color",
+            "logoColor",
+            "logo_color",
         ] {
-            assert!(color(bad).is_err(), "{bad:?}");
+            for value in [
+                "white",
+                "rgb(0,128,255)",
+                "hsl(120,100%,25%)",
+                "lightgrey",
+                "%23fffe",
+            ] {
+                assert!(
+                    options(&format!("{parameter}={value}")).is_ok(),
+                    "{parameter}={value}"
+                );
+            }
+            let message = options(&format!("{parameter}=nope"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.starts_with(&format!("{parameter}=\"nope\" is not a color")),
+                "{message}"
+            );
+        }
+        let svg = render(&options("labelColor=white&color=black").unwrap(), 1);
+        let fills: Vec<String> = document(&svg)
+            .descendants()
+            .filter(|n| n.has_tag_name("rect"))
+            .filter(|n| n.parent().is_none_or(|p| !p.has_tag_name("clipPath")))
+            .filter_map(|n| n.attribute("fill").map(str::to_owned))
+            .collect();
+        assert_eq!(fills[..2], ["white", "black"], "{svg}");
+    }
+
+    #[test]
+    fn cache_seconds_stay_within_shields_io_floor_and_a_year() {
+        let cache = |query: &str| options(query).map(|o| o.cache.map(CacheSeconds::seconds));
+        assert_eq!(cache(""), Ok(None));
+        assert_eq!(cache("cacheSeconds=0"), Ok(Some(120)));
+        assert_eq!(cache("cacheSeconds=119"), Ok(Some(120)));
+        assert_eq!(cache("cacheSeconds=120"), Ok(Some(120)));
+        assert_eq!(cache("cacheSeconds=3600"), Ok(Some(3600)));
+        assert_eq!(cache("cache_seconds=86400"), Ok(Some(86400)));
+        assert_eq!(cache("cacheSeconds=31536000"), Ok(Some(31_536_000)));
+        assert_eq!(
+            cache("cacheSeconds=99999999999999999999999"),
+            Ok(Some(31_536_000))
+        );
+        for bad in ["", "-1", "1.5", "1e3", "+60", "an hour", "%2060"] {
+            let message = options(&format!("cacheSeconds={bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains("is not a number of seconds"),
+                "{bad:?}: {message}"
+            );
         }
     }
 
@@ -521,20 +911,37 @@ mod tests {
         let message = |query: &str| options(query).unwrap_err().to_string();
         assert_eq!(
             message("colour=red"),
-            "unknown parameter \"colour\"; the parameters allowed here are \
-             label, color, label_color, style, logo, logo_color, link, count"
+            "unknown parameter \"colour\"; the parameters allowed here are label, color, \
+             labelColor (or label_color), style, logo, logoColor (or logo_color), logoSize \
+             (or logo_size), link, cacheSeconds (or cache_seconds), count"
+        );
+        assert_eq!(
+            message("labelColor=red&label_color=blue"),
+            "labelColor and label_color are two spellings of the same option (shields.io's and \
+             the older one); give it once"
+        );
+        assert_eq!(
+            message("logoSize=large"),
+            "logoSize=\"large\" is not a logo size: the only size shields.io takes is auto"
+        );
+        assert_eq!(
+            message("cacheSeconds=soon"),
+            "cacheSeconds=\"soon\" is not a number of seconds: give a whole number such as 3600 \
+             (below 120 counts as 120, shields.io's shortest; above 31536000, a year, as a year)"
         );
         assert_eq!(
             message("style=flat&style=plastic"),
             "the parameter \"style\" is given more than once; give it once"
         );
-        for parameter in PARAMETERS {
+        for parameter in PARAMETERS
+            .iter()
+            .flat_map(|p| std::iter::once(p.name).chain(p.aliases.iter().copied()))
+        {
             assert!(
                 message(&format!("{parameter}=1&{parameter}=1")).contains("more than once"),
                 "{parameter}"
             );
         }
-        assert!(message("label=%zz").contains("broken percent escape"));
         assert_eq!(
             message(&format!("label={}", "x".repeat(65))),
             "the label is 65 characters long; at most 64 are allowed"
@@ -544,11 +951,13 @@ mod tests {
             "the label must not contain control characters (found U+000A)"
         );
         assert_eq!(
-            message("color=purple"),
-            "color=\"purple\" is not a color: use one of brightgreen, green, yellowgreen, yellow, \
-             orange, red, blue, lightgrey, lightgray, grey, gray, success, important, critical, \
-             informational, inactive, or three or six hex digits such as 4c1 or 007ec6 \
-             (a leading # must be written %23 in a URL)"
+            message("color=purple-ish"),
+            "color=\"purple-ish\" is not a color: use a CSS color as shields.io takes it: one of \
+             its names (brightgreen, green, yellowgreen, yellow, orange, red, blue, lightgrey, \
+             grey, gray, lightgray, success, important, critical, informational, inactive), a \
+             CSS color name such as white, black or silver, hex of 3, 4, 6 or 8 digits such as \
+             4c1 or 007ec6 (a leading # written %23), or rgb(), rgba(), hsl() or hsla() such as \
+             rgb(0,128,255) or hsl(120,100%,25%)"
         );
         assert!(
             message("label_color=%3Cscript%3E")
@@ -601,7 +1010,7 @@ mod tests {
         assert!(message(&long).contains("at most 2000"));
         for parameter in ["color", "label", "logo", "link"] {
             let long = message(&format!("{parameter}={}", "z".repeat(5000)));
-            assert!(long.len() < 400, "echoes too much: {long}");
+            assert!(long.len() < 600, "echoes too much: {long}");
         }
     }
 

@@ -27,6 +27,58 @@ pub struct Config {
     pub gateway_timeout: Duration,
     /// Which peers' `X-Forwarded-For` names the client, for unique visitors.
     pub trusted_proxies: TrustedProxies,
+    /// Who may import a counter's starting count (`STATS_CREDENTIALS`); `None`
+    /// turns imports off.
+    pub stats_credentials: Option<Credentials>,
+}
+
+/// A user and password, as HTTP Basic authentication sends them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl Credentials {
+    /// `user:password`, neither part empty; the password may hold `:`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (user, password) = text.split_once(':')?;
+        (!user.is_empty() && !password.is_empty()).then(|| Self {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        })
+    }
+
+    /// Whether an `Authorization` header value carries these credentials.
+    ///
+    /// Compared without stopping at the first difference, so that the time an
+    /// answer takes does not tell how much of a guess was right.
+    pub fn admit(&self, authorization: &str) -> bool {
+        use base64::Engine;
+        let Some((scheme, encoded)) = authorization.trim().split_once(' ') else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return false;
+        }
+        let Ok(given) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let expected = format!("{}:{}", self.user, self.password);
+        given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected.as_bytes())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+/// Credentials are secrets: keep them out of logs and panics.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +97,8 @@ pub enum ConfigError {
         "TRUSTED_PROXIES={0:?} is not \"*\" or a comma-separated list of IP addresses and CIDR ranges (e.g. 10.0.0.0/8,fd00::/8)"
     )]
     TrustedProxies(String),
+    #[error("STATS_CREDENTIALS is not user:password, with neither part empty")]
+    StatsCredentials,
 }
 
 impl Config {
@@ -87,11 +141,16 @@ impl Config {
                 .map_err(|()| ConfigError::TrustedProxies(list))?,
             None => TrustedProxies::default(),
         };
+        let stats_credentials = match var("STATS_CREDENTIALS") {
+            Some(text) => Some(Credentials::parse(&text).ok_or(ConfigError::StatsCredentials)?),
+            None => None,
+        };
         Ok(Self {
             gateway,
             server_id,
             gateway_timeout,
             trusted_proxies,
+            stats_credentials,
         })
     }
 }
@@ -190,6 +249,32 @@ mod tests {
         assert!(config(&[("TRUSTED_PROXIES", "*")]).is_ok());
         let bad = config(&[("TRUSTED_PROXIES", "10.0.0.0/33")]).unwrap_err();
         assert!(bad.to_string().contains("CIDR"), "{bad}");
+    }
+
+    #[test]
+    fn stats_credentials_are_checked_in_full() {
+        assert!(config(&[]).unwrap().stats_credentials.is_none());
+        let credentials = config(&[("STATS_CREDENTIALS", "admin:s3cr:et")])
+            .unwrap()
+            .stats_credentials
+            .unwrap();
+        // base64("admin:s3cr:et")
+        assert!(credentials.admit("Basic YWRtaW46czNjcjpldA=="));
+        assert!(credentials.admit("basic  YWRtaW46czNjcjpldA== "));
+        for refused in [
+            "",
+            "Basic",
+            "Bearer YWRtaW46czNjcjpldA==",
+            "Basic YWRtaW46czNjcjplVA==",
+            "Basic YWRtaW46czNjcjpl",
+            "Basic !!!",
+        ] {
+            assert!(!credentials.admit(refused), "{refused:?}");
+        }
+        assert_eq!(format!("{credentials:?}"), "Credentials(<redacted>)");
+        for bad in ["admin", ":pw", "admin:"] {
+            assert!(config(&[("STATS_CREDENTIALS", bad)]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

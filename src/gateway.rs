@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use counter_api::{
-    ApiError, Batch, BatchOutcomes, Hit, LatestHits, Outcome, PageHit, PageKey, PageRecorded,
-    PageStats, PagesOverview, Recorded, Summary, paths,
+    ApiError, Batch, BatchOutcomes, Hit, LatestHits, Outcome, PageHit, PageImport, PageImported,
+    PageKey, PageRecorded, PageStats, PagesOverview, Recorded, Summary, paths,
 };
 use http_body_util::{BodyExt, Full};
 use serde::Serialize;
@@ -147,6 +147,17 @@ impl<'a> Gateway<'a> {
         // Keys are URL-safe by construction: no escaping needed.
         let path = format!("{}/{key}?days={days}", paths::PAGES);
         self.call(Method::GET, &path, None).await
+    }
+
+    /// Starts a counter at an imported count, once: the gateway answers the same
+    /// import again as a duplicate, and another import on the counter `409`.
+    pub async fn import_page_base(
+        &self,
+        import: &PageImport,
+    ) -> Result<PageImported, GatewayError> {
+        let body = serde_json::to_vec(import).expect("an import serialises");
+        self.call(Method::POST, paths::PAGE_IMPORTS, Some(body))
+            .await
     }
 
     pub async fn pages_overview(

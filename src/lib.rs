@@ -28,6 +28,7 @@ mod config;
 mod gateway;
 mod group_commit;
 mod markup;
+mod migration;
 mod page_stats_page;
 mod query;
 mod stats_page;
@@ -64,9 +65,10 @@ type Response = http::Response<String>;
 #[cfg_attr(target_family = "wasm", spin_sdk::http_service)]
 #[cfg_attr(not(target_family = "wasm"), allow(dead_code))]
 async fn handle(request: Request) -> Response {
-    let path = request.uri().path();
-    let query = request.uri().query().unwrap_or("");
-    let method = request.method();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or("");
+    let method = &parts.method;
 
     let Some(route) = Route::from_path(path) else {
         return plain(
@@ -97,7 +99,7 @@ async fn handle(request: Request) -> Response {
     // A header sent on several lines is one comma-separated list (RFC 9110): a
     // client's own X-Forwarded-For line must not hide the one a proxy added.
     let header = |name: &str| {
-        let values = request.headers().get_all(name);
+        let values = parts.headers.get_all(name);
         values.iter().next().is_some().then(|| {
             values
                 .iter()
@@ -106,7 +108,7 @@ async fn handle(request: Request) -> Response {
                 .join(", ")
         })
     };
-    let gateway = Gateway::new(config, TraceContext::from_headers(request.headers()));
+    let gateway = Gateway::new(config, TraceContext::from_headers(&parts.headers));
     match route {
         Route::Healthz => plain(200, "ok\n"),
         Route::Counter => count_hit(&gateway, config)
@@ -130,9 +132,10 @@ async fn handle(request: Request) -> Response {
             .unwrap_or_else(|e| unavailable(&e)),
         Route::Badge(Ok(key)) => badge(&gateway, config, key, query, &header).await,
         Route::PageStatsPage(Ok(key)) => page_stats_page(&gateway, &key, query).await,
-        Route::PageApi(Ok(key)) if method == Method::POST => {
-            count_page_hit_api(&gateway, config, key, query, &header).await
-        }
+        Route::PageApi(Ok(key)) if *method == Method::POST => match imported_key(&key) {
+            Some(key) => import_page_base(&gateway, config, key, query, &header, body).await,
+            None => count_page_hit_api(&gateway, config, key, query, &header).await,
+        },
         Route::PageApi(Ok(key)) => read_page_api(&gateway, &key, query).await,
         Route::Badge(Err(error)) => plain(
             400,
@@ -141,6 +144,10 @@ async fn handle(request: Request) -> Response {
         Route::PageStatsPage(Err(error)) => plain(400, &format!("Bad counter key: {error}.\n")),
         Route::PageApi(Err(error)) => json_error(400, "invalid_key", &error.to_string()),
         Route::PagesApi => pages_api(&gateway, query).await,
+        Route::Foreign(form, Ok(key)) => {
+            foreign_badge(&gateway, config, form, key, query, &header).await
+        }
+        Route::Foreign(_, Err(error)) => plain(400, &format!("Bad badge URL: {error}.\n")),
     }
 }
 
@@ -174,6 +181,12 @@ enum Route {
     PageStatsPage(Result<PageKey, InvalidPage>),
     PageApi(Result<PageKey, InvalidPage>),
     PagesApi,
+    /// Another counter's badge URL ([`migration`]); HITS' names its page in the
+    /// path, the others in the query.
+    Foreign(
+        migration::Form,
+        Result<Option<PageKey>, migration::ForeignError>,
+    ),
 }
 
 impl Route {
@@ -184,6 +197,13 @@ impl Route {
             "/api/stats" => Self::StatsJson,
             "/api/pages" => Self::PagesApi,
             "/healthz" => Self::Healthz,
+            "/api/count/incr/badge.svg" => {
+                Self::Foreign(migration::Form::SeeYouFarm { count: true }, Ok(None))
+            }
+            "/api/count/keep/badge.svg" => {
+                Self::Foreign(migration::Form::SeeYouFarm { count: false }, Ok(None))
+            }
+            "/ghpvc/" | "/ghpvc" => Self::Foreign(migration::Form::Komarev, Ok(None)),
             _ => {
                 // A prefix with no key at all names nothing: 404, as before.
                 let key = |prefix: &str| path.strip_prefix(prefix).filter(|k| !k.is_empty());
@@ -194,7 +214,8 @@ impl Route {
                 } else if let Some(key) = key("/api/pages/") {
                     Self::PageApi(key.parse())
                 } else {
-                    return None;
+                    let key = migration::hits_key(path)?;
+                    Self::Foreign(migration::Form::Hits, key.map(Some))
                 }
             }
         };
@@ -272,28 +293,76 @@ async fn badge(
         gateway.page_stats(&key, 1).await.map(|stats| stats.total)
     };
     match count {
-        Ok(count) => http::Response::builder()
-            .status(200)
-            .header("content-type", "image/svg+xml; charset=utf-8")
-            // Image proxies such as GitHub's camo cache what they may: forbid it,
-            // so every view of a README fetches, and counts, again.
+        Ok(count) => svg(badge::render(&options, count), options.cache),
+        Err(error) => unavailable(&error),
+    }
+}
+
+/// A badge URL of another counter ([`migration`]): counts (unless it only
+/// shows) and draws it the way that service did.
+async fn foreign_badge(
+    gateway: &Gateway<'_>,
+    config: &Config,
+    form: migration::Form,
+    key: Option<PageKey>,
+    query: &str,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> Response {
+    let badge = match query::parse(query)
+        .map_err(migration::ForeignError::from)
+        .and_then(|pairs| migration::parse(form, key, &pairs))
+    {
+        Ok(badge) => badge,
+        Err(error) => return plain(400, &format!("Bad badge option: {error}\n")),
+    };
+    let counts = if badge.options.count {
+        let hit = page_hit(config, badge.key.clone(), new_hit_id(), header);
+        group_commit::record_page_hit(gateway, hit)
+            .await
+            .map(|recorded| (recorded.total, recorded.today))
+    } else {
+        gateway
+            .page_stats(&badge.key, 1)
+            .await
+            .map(|stats| (stats.total, stats.today.hits))
+    };
+    match counts {
+        Ok((total, today)) => svg(migration::render(&badge, total, today), None),
+        Err(error) => unavailable(&error),
+    }
+}
+
+/// A badge's answer: uncacheable unless `cache` allows it.
+fn svg(body: String, cache: Option<badge::CacheSeconds>) -> Response {
+    let builder = http::Response::builder()
+        .status(200)
+        .header("content-type", "image/svg+xml; charset=utf-8");
+    let builder = match cache {
+        // shields.io's header for a badge it lets caches keep.
+        Some(cache) => builder.header(
+            "cache-control",
+            format!("max-age={0}, s-maxage={0}", cache.seconds()),
+        ),
+        // Image proxies such as GitHub's camo cache what they may: forbid it,
+        // so every view of a README fetches, and counts, again.
+        None => builder
             .header(
                 "cache-control",
                 "max-age=0, no-cache, no-store, must-revalidate, private",
             )
             .header("pragma", "no-cache")
-            .header("expires", "0")
-            // Opened on its own, the SVG is a document: it may run nothing. It may
-            // show its logo, a `data:` image, and the social style's hover colors.
-            .header(
-                "content-security-policy",
-                "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
-            )
-            .header("x-content-type-options", "nosniff")
-            .body(badge::render(&options, count))
-            .expect("a valid status and headers"),
-        Err(error) => unavailable(&error),
-    }
+            .header("expires", "0"),
+    };
+    builder
+        // Opened on its own, the SVG is a document: it may run nothing. It may
+        // show its logo, a `data:` image, and the social style's hover colors.
+        .header(
+            "content-security-policy",
+            "default-src 'none'; img-src data:; style-src 'unsafe-inline'",
+        )
+        .header("x-content-type-options", "nosniff")
+        .body(body)
+        .expect("a valid status and headers")
 }
 
 /// `POST /api/pages/<key>`: counts a hit. An `Idempotency-Key` header holding a
@@ -323,6 +392,113 @@ async fn count_page_hit_api(
     };
     match group_commit::record_page_hit(gateway, page_hit(config, key, id, header)).await {
         Ok(recorded) => json_response(if recorded.duplicate { 200 } else { 201 }, &recorded),
+        Err(error) => json_unavailable(&error),
+    }
+}
+
+/// The counter `POST /api/pages/<key>/import` names: `<key>`.
+///
+/// Only for `POST`: `GET` still reads a counter whose key ends in `/import`, and
+/// such a counter takes its hits from badges.
+fn imported_key(key: &PageKey) -> Option<PageKey> {
+    key.as_str().strip_suffix("/import")?.parse().ok()
+}
+
+/// The body of `POST /api/pages/<key>/import`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    count: counter_api::BaseCount,
+}
+
+/// `POST /api/pages/<key>/import` with `{"count": N}`: starts the counter at N,
+/// the count it had on another service, once. Behind the stats credentials,
+/// and named by a required `Idempotency-Key`, so a retry adds nothing.
+async fn import_page_base(
+    gateway: &Gateway<'_>,
+    config: &Config,
+    key: PageKey,
+    query: &str,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: spin_sdk::wasip3::http_compat::IncomingRequestBody,
+) -> Response {
+    // Credentials first: nobody learns anything about a counter without them.
+    let Some(credentials) = &config.stats_credentials else {
+        return json_error(
+            403,
+            "imports_disabled",
+            "imports are turned off on this counter: its operator sets STATS_CREDENTIALS=user:password on the web tier to allow them",
+        );
+    };
+    if !header("authorization").is_some_and(|given| credentials.admit(&given)) {
+        let mut response = json_error(
+            401,
+            "unauthorized",
+            "an import needs the stats credentials: send them with HTTP Basic authentication (curl -u user:password)",
+        );
+        response.headers_mut().insert(
+            "www-authenticate",
+            HeaderValue::from_static("Basic realm=\"awesome-counter\", charset=\"UTF-8\""),
+        );
+        return response;
+    }
+    if let Err(error) = query::parse(query).and_then(|pairs| query::reject_unknown(&pairs, &[])) {
+        return json_error(400, "invalid_query", &error.to_string());
+    }
+    let id = match header("idempotency-key").map(|value| value.trim().parse::<HitId>()) {
+        Some(Ok(id)) => id,
+        Some(Err(error)) => {
+            return json_error(
+                400,
+                "invalid_idempotency_key",
+                &format!("Idempotency-Key must be a UUID: {error}"),
+            );
+        }
+        None => {
+            return json_error(
+                400,
+                "missing_idempotency_key",
+                "an import needs an Idempotency-Key header holding a UUID (uuidgen makes one): \
+                 it makes a retry of the import add nothing; send the same one when retrying",
+            );
+        }
+    };
+    use spin_sdk::http::body::IncomingBodyExt;
+    let bytes = match body.bytes().await {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            return json_error(
+                400,
+                "unreadable_body",
+                &format!("the body could not be read: {error:?}"),
+            );
+        }
+    };
+    let request: ImportRequest = match serde_json::from_slice(&bytes) {
+        Ok(request) => request,
+        Err(error) => {
+            return json_error(
+                400,
+                "invalid_import",
+                &format!(
+                    "{error}; the body is {{\"count\": N}}, N the count the counter had elsewhere, from 1 to {}",
+                    counter_api::BaseCount::MAX
+                ),
+            );
+        }
+    };
+    let import = counter_api::PageImport {
+        id,
+        key,
+        count: request.count,
+        ts: now(),
+    };
+    match gateway.import_page_base(&import).await {
+        Ok(imported) => json_response(if imported.duplicate { 200 } else { 201 }, &imported),
+        Err(GatewayError::Refused {
+            status: 409,
+            message,
+        }) => json_error(409, "already_imported", &message),
         Err(error) => json_unavailable(&error),
     }
 }

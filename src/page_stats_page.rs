@@ -36,10 +36,16 @@ pub fn render(stats: &PageStats) -> String {
 <h1><code>{key}</code></h1>
 <div class="muted">Hits on this counter. Days are UTC; unique visitors are estimated.</div>
 <div class="total">{total}</div>
-<div class="today"><div><b>{today_hits}</b> hits today</div><div><b>{today_visitors}</b> unique visitors today</div></div>
+{base}<div class="today"><div><b>{today_hits}</b> hits today</div><div><b>{today_visitors}</b> unique visitors today</div></div>
 <h2>Last {recent_days} days</h2>
 "#,
         total = thousands(stats.total),
+        // Imported views are part of the total but of no day: say so, or the
+        // days would seem not to add up.
+        base = stats.base.map_or_else(String::new, |base| format!(
+            "<div class=\"muted\">of which {} imported from another counter, counted before the days below</div>\n",
+            thousands(base.count)
+        )),
         today_hits = thousands(stats.today.hits),
         today_visitors = thousands(stats.today.visitors),
         recent_days = RECENT_DAYS,
@@ -118,6 +124,7 @@ mod tests {
         PageStats {
             key: key.parse::<PageKey>().unwrap(),
             total: 1_234_567,
+            base: None,
             today: *days.last().unwrap(),
             days,
         }

@@ -7,10 +7,12 @@
 //! re-check a field once it holds one of these.
 
 mod hit;
+mod import;
 mod page;
 mod wire;
 
 pub use hit::{EpochMillis, Hit, HitId, InvalidField, ServerId};
+pub use import::{BaseCount, ImportOutcome, InvalidBase, PageBase, PageImport, PageImported};
 pub use page::{
     Day, DayCount, DayHits, InvalidPage, PageHit, PageKey, PageRecorded, PageStats, PageTotal,
     PagesOverview, UserAgent, Visitor,
@@ -52,6 +54,10 @@ pub mod paths {
     /// `GET ?limit=N&days=D` the [`PagesOverview`](crate::PagesOverview);
     /// `GET /v1/pages/<key>?days=D` one counter's [`PageStats`](crate::PageStats).
     pub const PAGES: &str = "/v1/pages";
+    /// `POST` a [`PageImport`](crate::PageImport): a counter's starting count,
+    /// set once; answers [`PageImported`](crate::PageImported), or `409
+    /// already_imported` when the counter has a base from another import.
+    pub const PAGE_IMPORTS: &str = "/v1/page-imports";
     /// `GET` the gateway's metrics in the Prometheus (OpenMetrics) text format.
     pub const METRICS: &str = "/metrics";
     /// `GET`: 200 while the process is alive.

@@ -273,7 +273,12 @@ pub struct DayCount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageStats {
     pub key: PageKey,
+    /// The counter's hits, plus its imported base if it has one: its days add up
+    /// to `total` less `base`.
     pub total: u64,
+    /// The count it was started at by an import, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<crate::PageBase>,
     pub today: DayCount,
     /// The requested days, oldest first, one entry for every day (zero days too),
     /// ending with today.

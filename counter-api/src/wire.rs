@@ -102,8 +102,8 @@ pub struct PagesAudit {
     pub hit_records: u64,
     /// Hits on all counters on those days, as the day totals hold them.
     pub day_totals: u64,
-    /// Counters whose total is not the sum of their days (0 unless a record
-    /// was edited by hand: both change in one write).
+    /// Counters whose total is not their imported base plus the sum of their
+    /// days (0 unless a record was edited by hand: both change in one write).
     pub totals_off_days: u64,
     /// Where they differ, at most [`PagesAudit::MAX_DRIFT`] entries.
     pub drift: Vec<PageDrift>,

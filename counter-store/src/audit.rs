@@ -28,7 +28,8 @@ pub struct PageTallies {
     pub records: HashMap<(PageKey, Day), u64>,
     /// Each day's hits on all counters, as the day totals hold them.
     pub day_totals: BTreeMap<Day, u64>,
-    /// Counters, over all days, whose total is not the sum of their days.
+    /// Counters, over all days, whose total is not their imported base plus
+    /// the sum of their days.
     pub totals_off_days: u64,
 }
 

@@ -26,7 +26,10 @@ pub mod tops;
 
 use std::future::Future;
 
-use counter_api::{Day, Hit, PageKey, PageRecorded, PageStats, PagesOverview, Recorded, Summary};
+use counter_api::{
+    Day, Hit, ImportOutcome, PageImport, PageKey, PageRecorded, PageStats, PagesOverview, Recorded,
+    Summary,
+};
 
 use self::audit::PageTallies;
 pub use self::events::{Events, SPANS, StoreEvents};
@@ -80,6 +83,16 @@ pub trait Counts: Send + Sync + 'static {
         &self,
         hits: Vec<PageHitToCount>,
     ) -> impl Future<Output = Vec<Result<PageRecorded, StoreError>>> + Send;
+
+    /// Starts the counter `import.key` at `import.count`, once: the count joins
+    /// its total (so its next hit follows it) and is kept as the counter's base,
+    /// in none of its days, so the audit reads the total as base plus days. The
+    /// same import (its id) again answers a duplicate with the counter as it is;
+    /// another import on a counter that has a base answers `AlreadyImported`.
+    fn import_page_base(
+        &self,
+        import: PageImport,
+    ) -> impl Future<Output = Result<ImportOutcome, StoreError>> + Send;
 }
 
 /// Reading: what the gateway's pages and the web tier's stats views show.

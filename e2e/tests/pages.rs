@@ -225,7 +225,12 @@ async fn bad_keys_and_options_are_refused_and_count_nothing(setup: Setup) {
             400,
             "more than once",
         ),
-        ("GET", format!("/badge/{key}.svg?label=%ZZ"), 400, "percent"),
+        (
+            "GET",
+            format!("/badge/{key}.svg?label=%FF"),
+            400,
+            "not valid UTF-8",
+        ),
         (
             "GET",
             format!("/badge/{key}.svg?logo=nosuchicon"),
@@ -240,7 +245,7 @@ async fn bad_keys_and_options_are_refused_and_count_nothing(setup: Setup) {
         ),
         (
             "GET",
-            format!("/badge/{key}.svg?logo_color=purple"),
+            format!("/badge/{key}.svg?logo_color=purple-ish"),
             400,
             "brightgreen",
         ),

@@ -17,7 +17,9 @@
 //!   existing record marks a retried hit. Kept `PAGE_HIT_RETENTION`.
 //! - set `pages`: key = the counter key, bins `total` (integer), `days` (a
 //!   K-ordered map `"YYYY-MM-DD"` → hits that day) and `applied`. All change in
-//!   one operate, so a key's days always sum to its total.
+//!   one operate, so a key's days always sum to its total, less its imported
+//!   base: `base`, `base_id` and `base_ts`, written once by an import
+//!   ([`imports`](crate::imports)) with the count it added to `total`.
 //! - set `page_visitors`: key = `"<counter key>@<YYYY-MM-DD>"` (`@` cannot occur
 //!   in a counter key), bins `page`, `day` and `visitors`, a HyperLogLog with
 //!   [`HLL_INDEX_BITS`](counter_store::pages::HLL_INDEX_BITS) index bits and no
@@ -57,6 +59,14 @@ pub(crate) const SERVER_BIN: &str = "server";
 pub(crate) const TS_BIN: &str = "ts";
 /// In `page_hits`, `page_visitors`: the counter key.
 pub(crate) const PAGE_BIN: &str = "page";
+/// In `pages`: the count an import started the counter at, in `total` and in
+/// none of its days.
+pub(crate) const BASE_BIN: &str = "base";
+/// In `pages`: the import's id (its `Idempotency-Key`), which tells a repeat of
+/// it from another import.
+pub(crate) const BASE_ID_BIN: &str = "base_id";
+/// In `pages`: when the base was imported, integer milliseconds.
+pub(crate) const BASE_TS_BIN: &str = "base_ts";
 /// In `pages`: the counter's hits per day.
 pub(crate) const DAYS_BIN: &str = "days";
 /// In `page_days`, `page_visitors`, `visitor_salts`: the day, `YYYY-MM-DD`.

@@ -14,6 +14,7 @@
 //!   and the sweeper;
 //! - [`hits`]: the tutorial's hits numbered, `summary` and the newest hits read;
 //! - [`pages`]: the named counters numbered and read, and the audit's tallies;
+//!   [`imports`] a counter's base, set once;
 //!   [`tops`] their top lists, [`visitors`] their unique visitors and the day's
 //!   secrets;
 //! - [`cluster`]: the split watch, and the repair of what a split or a hand
@@ -28,7 +29,10 @@ use aerospike::{
     Client, ClientPolicy, CollectionIndexType, Expiration, IndexType, ResultCode, ToHosts,
 };
 use anyhow::Context;
-use counter_api::{Day, Hit, PageKey, PageRecorded, PageStats, PagesOverview, Recorded, Summary};
+use counter_api::{
+    Day, Hit, ImportOutcome, PageImport, PageKey, PageRecorded, PageStats, PagesOverview, Recorded,
+    Summary,
+};
 use counter_store::audit::PageTallies;
 use counter_store::pages::{DayRange, PageHitToCount, VisitorSalt};
 use counter_store::{
@@ -45,6 +49,7 @@ use self::once::release::{RELEASE_QUEUE, Release};
 mod client;
 mod cluster;
 mod hits;
+mod imports;
 pub mod info;
 pub mod layout;
 mod once;
@@ -221,6 +226,10 @@ impl Counts for AerospikeStore {
             Ok(results) => results,
             Err(error) => vec![Err(error); hits.len()],
         }
+    }
+
+    async fn import_page_base(&self, import: PageImport) -> Result<ImportOutcome, StoreError> {
+        self.import_base(&import).await
     }
 }
 

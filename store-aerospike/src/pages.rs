@@ -123,6 +123,8 @@ impl AerospikeStore {
         let record_key = self.key(PAGES_SET, key.as_str())?;
         let ops = [
             operations::get_bin(TOTAL_BIN),
+            operations::get_bin(BASE_BIN),
+            operations::get_bin(BASE_TS_BIN),
             // `end` is exclusive: the day after the range.
             maps::get_by_key_range(
                 DAYS_BIN,
@@ -155,12 +157,15 @@ impl AerospikeStore {
                 deadline
             ),
         );
-        let (total, hits_on) = match page {
+        let (total, base, hits_on) = match page {
             Ok(record) => (
                 count(last_value(&record.bins, TOTAL_BIN)).unwrap_or(0),
+                crate::imports::base_of(&record.bins)?,
                 last_value(&record.bins, DAYS_BIN).map_or_else(BTreeMap::new, day_counts),
             ),
-            Err(error) if error.matches(&[ResultCode::KeyNotFoundError]) => (0, BTreeMap::new()),
+            Err(error) if error.matches(&[ResultCode::KeyNotFoundError]) => {
+                (0, None, BTreeMap::new())
+            }
             Err(error) => return Err(unavailable_or_failed(&error)),
         };
         let mut counts = Vec::with_capacity(days.len());
@@ -179,6 +184,7 @@ impl AerospikeStore {
         Ok(PageStats {
             key: key.clone(),
             total,
+            base,
             today: *counts.last().expect("a range holds at least its last day"),
             days: counts,
         })
@@ -270,7 +276,7 @@ impl AerospikeStore {
                 client,
                 &policy,
                 PAGES_SET,
-                Bins::from([TOTAL_BIN, DAYS_BIN]),
+                Bins::from([TOTAL_BIN, DAYS_BIN, BASE_BIN]),
             )
             .await?;
         while let Some(record) = stream.next().await {
@@ -285,7 +291,9 @@ impl AerospikeStore {
                 .bins
                 .get(DAYS_BIN)
                 .map_or_else(BTreeMap::new, day_counts);
-            if count(record.bins.get(TOTAL_BIN)).unwrap_or(0) != days.values().sum::<u64>() {
+            // An imported base is in the total and in no day.
+            let base = count(record.bins.get(BASE_BIN)).unwrap_or(0);
+            if count(record.bins.get(TOTAL_BIN)).unwrap_or(0) != base + days.values().sum::<u64>() {
                 tallies.totals_off_days += 1;
             }
             for (day, hits) in days.range(since..) {

@@ -22,8 +22,9 @@ use std::time::Duration;
 use anyhow::Context;
 use cardinality_estimator::CardinalityEstimator;
 use counter_api::{
-    Day, DayCount, DayHits, EpochMillis, Hit, HitId, PageKey, PageRecorded, PageStats, PageTotal,
-    PagesOverview, Recorded, ServerId, ServerTotal, Summary, TOTAL_HITS_KEY,
+    Day, DayCount, DayHits, EpochMillis, Hit, HitId, ImportOutcome, PageBase, PageImport,
+    PageImported, PageKey, PageRecorded, PageStats, PageTotal, PagesOverview, Recorded, ServerId,
+    ServerTotal, Summary, TOTAL_HITS_KEY,
 };
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
@@ -70,6 +71,10 @@ const DAY_PAGES: TableDefinition<(u32, &str), u64> = TableDefinition::new("day_p
 const PAGE_TOPS: TableDefinition<(u32, &str), u64> = TableDefinition::new("page_tops");
 /// The all-time top list's number in `page_tops`.
 const ALL_TIME: u32 = 0;
+/// key → (import id, count, ts): a counter's imported base. Its count is in
+/// the counter's total in `pages` but in none of its days, which is how the
+/// history tells imported views from hits.
+const PAGE_BASES: TableDefinition<&str, (u128, u64, u64)> = TableDefinition::new("page_bases");
 /// day → the day's secret for visitor hashes.
 const VISITOR_SALTS: TableDefinition<u32, &[u8]> = TableDefinition::new("visitor_salts");
 
@@ -125,6 +130,7 @@ impl EmbeddedStore {
         txn.open_table(PAGE_VISITORS)?;
         txn.open_table(DAY_TOTALS)?;
         txn.open_table(VISITOR_SALTS)?;
+        txn.open_table(PAGE_BASES)?;
         build_top_lists(&txn).context("building the top lists of the named counters")?;
         txn.commit()?;
         Ok(Self {
@@ -370,6 +376,7 @@ impl EmbeddedStore {
         let page_days = txn.open_table(PAGE_DAYS).map_err(failed)?;
         let page_visitors = txn.open_table(PAGE_VISITORS).map_err(failed)?;
         let total = read_counter(&pages, key.as_str()).map_err(failed)?;
+        let base = read_base(&txn.open_table(PAGE_BASES).map_err(failed)?, key.as_str())?;
         let (first, last) = (
             range.first.days_since_epoch(),
             range.last.days_since_epoch(),
@@ -407,6 +414,7 @@ impl EmbeddedStore {
         Ok(PageStats {
             key: key.clone(),
             total,
+            base: base.map(|(_, base)| base),
             today: *days.last().expect("a range holds at least its last day"),
             days,
         })
@@ -571,6 +579,7 @@ impl EmbeddedStore {
                 tallies.counted.insert((stored_key(key)?, day), hits);
             }
         }
+        let bases = txn.open_table(PAGE_BASES).map_err(failed)?;
         for entry in txn
             .open_table(PAGES)
             .map_err(failed)?
@@ -578,7 +587,9 @@ impl EmbeddedStore {
             .map_err(failed)?
         {
             let (key, total) = entry.map_err(failed)?;
-            if sums.get(key.value()).copied().unwrap_or(0) != total.value() {
+            // An imported base is in the total and in no day.
+            let base = read_base(&bases, key.value())?.map_or(0, |(_, base)| base.count);
+            if base + sums.get(key.value()).copied().unwrap_or(0) != total.value() {
                 tallies.totals_off_days += 1;
             }
         }
@@ -593,6 +604,47 @@ impl EmbeddedStore {
             tallies.day_totals.insert(day, hits.value());
         }
         Ok(tallies)
+    }
+
+    /// One transaction: the base is in the total, the top list and `page_bases`
+    /// together, or in none of them.
+    fn import_page_base_blocking(&self, import: &PageImport) -> Result<ImportOutcome, StoreError> {
+        let txn = self.db.begin_write().map_err(failed)?;
+        let outcome = {
+            let mut bases = txn.open_table(PAGE_BASES).map_err(failed)?;
+            let mut pages = txn.open_table(PAGES).map_err(failed)?;
+            let key = import.key.as_str();
+            let total = read_counter(&pages, key).map_err(failed)?;
+            match read_base(&bases, key)? {
+                Some((id, base)) if id == import.id.as_u128() => {
+                    ImportOutcome::Imported(PageImported {
+                        key: import.key.clone(),
+                        base: base.count,
+                        total,
+                        duplicate: true,
+                    })
+                }
+                Some((_, base)) => ImportOutcome::AlreadyImported { base },
+                None => {
+                    let count = import.count.get();
+                    let total = total + count;
+                    bases
+                        .insert(key, (import.id.as_u128(), count, import.ts.as_u64()))
+                        .map_err(failed)?;
+                    pages.insert(key, total).map_err(failed)?;
+                    let mut tops = txn.open_table(PAGE_TOPS).map_err(failed)?;
+                    offer_to_top(&mut tops, ALL_TIME, [(&import.key, &total)])?;
+                    ImportOutcome::Imported(PageImported {
+                        key: import.key.clone(),
+                        base: count,
+                        total,
+                        duplicate: false,
+                    })
+                }
+            }
+        };
+        txn.commit().map_err(failed)?;
+        Ok(outcome)
     }
 
     /// redb blocks on disk I/O; keep it off the async workers.
@@ -638,6 +690,11 @@ impl Counts for EmbeddedStore {
                 vec![Err(error); count]
             }
         }
+    }
+
+    async fn import_page_base(&self, import: PageImport) -> Result<ImportOutcome, StoreError> {
+        self.blocking(move |store| store.import_page_base_blocking(&import))
+            .await
     }
 }
 
@@ -833,6 +890,24 @@ fn build_top_lists(txn: &redb::WriteTransaction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A counter's imported base and the import's id, if it has one.
+fn read_base(
+    table: &impl ReadableTable<&'static str, (u128, u64, u64)>,
+    key: &str,
+) -> Result<Option<(u128, PageBase)>, StoreError> {
+    let Some(row) = table.get(key).map_err(failed)? else {
+        return Ok(None);
+    };
+    let (id, count, ts) = row.value();
+    Ok(Some((
+        id,
+        PageBase {
+            count,
+            ts: stored(EpochMillis::new(ts.into()))?,
+        },
+    )))
+}
+
 fn read_counter(
     table: &impl ReadableTable<&'static str, u64>,
     key: &str,
@@ -930,6 +1005,81 @@ mod tests {
         assert_eq!(servers, [("a", 2), ("b", 2)]);
         assert_eq!(store.latest_hits(10).await.unwrap().len(), 4);
         assert_eq!(store.count_hit_records().await.unwrap(), summary);
+    }
+
+    #[tokio::test]
+    async fn an_import_is_a_base_set_once_that_the_audit_reads_apart_from_the_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
+        let ts = 1_764_028_800_000;
+        store
+            .record_page_hits(vec![page_hit("blog/a", ts, None)])
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let import = PageImport {
+            id: HitId::from_uuid(uuid::Uuid::now_v7()).unwrap(),
+            key: "blog/a".parse().unwrap(),
+            count: counter_api::BaseCount::new(100).unwrap(),
+            ts: EpochMillis::new(ts.into()).unwrap(),
+        };
+        let imported = |duplicate| {
+            ImportOutcome::Imported(PageImported {
+                key: import.key.clone(),
+                base: 100,
+                total: 101,
+                duplicate,
+            })
+        };
+        assert_eq!(
+            store.import_page_base(import.clone()).await.unwrap(),
+            imported(false)
+        );
+        assert_eq!(
+            store.import_page_base(import.clone()).await.unwrap(),
+            imported(true)
+        );
+        let another = PageImport {
+            id: HitId::from_uuid(uuid::Uuid::now_v7()).unwrap(),
+            ..import.clone()
+        };
+        assert_eq!(
+            store.import_page_base(another).await.unwrap(),
+            ImportOutcome::AlreadyImported {
+                base: PageBase {
+                    count: 100,
+                    ts: import.ts
+                }
+            }
+        );
+        let next = store
+            .record_page_hits(vec![page_hit("blog/a", ts + 1, None)])
+            .await;
+        assert_eq!(
+            next[0].as_ref().unwrap().total,
+            102,
+            "the next hit follows the base"
+        );
+        let range = DayRange::ending(Day::of(import.ts), 1);
+        let stats = store.page_stats(&import.key, range).await.unwrap();
+        assert_eq!((stats.total, stats.today.hits), (102, 2));
+        assert_eq!(
+            stats.base,
+            Some(PageBase {
+                count: 100,
+                ts: import.ts
+            })
+        );
+        let tallies = store.page_tallies(Day::of(import.ts)).await.unwrap();
+        assert_eq!(tallies.totals_off_days, 0, "total = base + days");
+        let overview = store.pages_overview(1, range).await.unwrap();
+        assert_eq!(overview.top_all_time[0].hits, 102);
+        // Reopened, the base is still there and still apart.
+        drop(store);
+        let store = EmbeddedStore::open(dir.path(), Events::none()).unwrap();
+        let stats = store.page_stats(&import.key, range).await.unwrap();
+        assert_eq!((stats.total, stats.base.map(|b| b.count)), (102, Some(100)));
     }
 
     fn page_hit(key: &str, ts: u64, visitor: Option<u64>) -> PageHitToCount {

@@ -73,7 +73,7 @@ fn page_findings(pages: &PagesAudit) -> impl Iterator<Item = String> {
     });
     let off_days = (pages.totals_off_days > 0).then(|| {
         format!(
-            "{} counter(s) have a total that is not the sum of their days",
+            "{} counter(s) have a total that is not their imported base (if any) plus the sum of their days",
             pages.totals_off_days
         )
     });

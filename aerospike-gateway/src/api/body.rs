@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
-use counter_api::{Batch, Hit, MAX_BATCH_HITS, PageHit};
+use counter_api::{Batch, Hit, MAX_BATCH_HITS, PageHit, PageImport};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
@@ -41,6 +41,13 @@ impl Payload for PageHit {
     const INVALID: &'static str = "invalid_page_hit";
     fn shape() -> String {
         "a page hit is {\"id\": \"<uuid>\", \"key\": \"<counter key>\", \"ts\": <milliseconds since the epoch>, \"visitor\": {\"addr\": \"<ip>\", \"user_agent\": \"<text>\"} (optional)}".into()
+    }
+}
+
+impl Payload for PageImport {
+    const INVALID: &'static str = "invalid_page_import";
+    fn shape() -> String {
+        "an import is {\"id\": \"<uuid: the Idempotency-Key>\", \"key\": \"<counter key>\", \"count\": <1 to 10^15>, \"ts\": <milliseconds since the epoch>}".into()
     }
 }
 

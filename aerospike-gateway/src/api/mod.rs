@@ -23,6 +23,7 @@ mod audit;
 mod body;
 mod health;
 mod hits;
+mod imports;
 mod pages;
 mod problem;
 mod query;
@@ -60,6 +61,7 @@ pub fn router<S: Store>(state: AppState<S>) -> Router {
         .route(paths::AUDIT, get(audit::audit::<S>))
         .route(paths::PAGE_HITS, post(pages::record::<S>))
         .route(paths::PAGE_HIT_BATCHES, post(pages::record_batch::<S>))
+        .route(paths::PAGE_IMPORTS, post(imports::import::<S>))
         .route(paths::PAGES, get(pages::overview::<S>))
         .route(
             &format!("{}/{{*key}}", paths::PAGES),
