@@ -41,6 +41,17 @@ impl AerospikeStore {
         .map_err(|e| failed(&e))
     }
 
+    /// [`send_rows`] with this store's events.
+    pub(crate) async fn send_rows(
+        &self,
+        client: &Client,
+        rows: &mut [BatchOperation],
+        retry: Retry,
+        deadline: Instant,
+    ) -> bool {
+        send_rows(client, &self.inner.events, rows, retry, deadline).await
+    }
+
     pub(crate) fn write_policy(&self, deadline: Instant) -> WritePolicy {
         WritePolicy {
             send_key: true,

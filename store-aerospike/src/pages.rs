@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use crate::AerospikeStore;
 use crate::client::{
     Retry, absent, count, day_counts, last_value, millis_until, query_policy, row_failure,
-    send_rows, unavailable_or_failed,
+    unavailable_or_failed,
 };
 use crate::layout::*;
 use crate::once::pages::PageHits;
@@ -149,13 +149,7 @@ impl AerospikeStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         let (page, _) = tokio::join!(
             client.operate(&policy, &record_key, &ops),
-            send_rows(
-                client,
-                &self.inner.events,
-                &mut visitor_rows,
-                Retry::IfNotApplied,
-                deadline
-            ),
+            self.send_rows(client, &mut visitor_rows, Retry::IfNotApplied, deadline),
         );
         let (total, base, hits_on) = match page {
             Ok(record) => (
@@ -216,14 +210,8 @@ impl AerospikeStore {
             self.key(PAGE_TOPS_SET, ALL_TIME_KEY)?,
             Bins::from([TOP_BIN]),
         ));
-        send_rows(
-            client,
-            &self.inner.events,
-            &mut rows,
-            Retry::IfNotApplied,
-            deadline,
-        )
-        .await;
+        self.send_rows(client, &mut rows, Retry::IfNotApplied, deadline)
+            .await;
         let list_of = |row: &BatchOperation| match row.record() {
             Some(record) => Ok((
                 count(record.bins.get(HITS_BIN)).unwrap_or(0),
@@ -347,14 +335,8 @@ impl AerospikeStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let deadline = Instant::now() + self.inner.timeout;
-        send_rows(
-            client,
-            &self.inner.events,
-            &mut rows,
-            Retry::IfNotApplied,
-            deadline,
-        )
-        .await;
+        self.send_rows(client, &mut rows, Retry::IfNotApplied, deadline)
+            .await;
         let now = std::time::SystemTime::now();
         for (day, row) in days.into_iter().zip(&rows) {
             let (hits, keep) = match row.record() {

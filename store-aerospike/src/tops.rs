@@ -29,8 +29,7 @@ use tokio::time::Instant;
 
 use crate::AerospikeStore;
 use crate::client::{
-    Retry, count, last_value, map_entries, query_policy, row_failure, send_rows,
-    unavailable_or_failed,
+    Retry, count, last_value, map_entries, query_policy, row_failure, unavailable_or_failed,
 };
 use crate::layout::*;
 use crate::once::KEY_ORDERED;
@@ -105,14 +104,8 @@ impl AerospikeStore {
         if rows.is_empty() {
             return;
         }
-        send_rows(
-            client,
-            &self.inner.events,
-            &mut rows,
-            Retry::IfNotApplied,
-            deadline,
-        )
-        .await;
+        self.send_rows(client, &mut rows, Retry::IfNotApplied, deadline)
+            .await;
         for row in &rows {
             let record = &row.batch_record().key;
             match row.record() {

@@ -72,7 +72,7 @@ use tokio::time::Instant;
 pub(crate) use self::batch::{BatchId, KEY_ORDERED, Writer, applied_entry};
 use self::release::Release;
 use crate::AerospikeStore;
-use crate::client::{Backoff, Retry, millis_until, send_rows, unavailable_or_failed};
+use crate::client::{Backoff, Retry, millis_until, unavailable_or_failed};
 use crate::layout::{APPLIED_BIN, BATCHES_SET, MARKER_BIN};
 
 /// A kind of hit the engine counts: what its intent lists, which records its
@@ -319,14 +319,9 @@ impl AerospikeStore {
         loop {
             let pending: Vec<usize> = (0..ids.len()).filter(|&i| claims[i].is_none()).collect();
             let mut tried: Vec<BatchOperation> = pending.iter().map(|&i| rows[i].clone()).collect();
-            let answered = send_rows(
-                client,
-                &self.inner.events,
-                &mut tried,
-                Retry::Idempotent,
-                deadline,
-            )
-            .await;
+            let answered = self
+                .send_rows(client, &mut tried, Retry::Idempotent, deadline)
+                .await;
             let mut existing = Vec::new();
             for (&i, row) in pending.iter().zip(&tried) {
                 match row.result_code() {
@@ -408,14 +403,8 @@ impl AerospikeStore {
         if rows.is_empty() {
             return;
         }
-        send_rows(
-            client,
-            &self.inner.events,
-            &mut rows,
-            Retry::IfNotApplied,
-            deadline,
-        )
-        .await;
+        self.send_rows(client, &mut rows, Retry::IfNotApplied, deadline)
+            .await;
         for (i, rows) in which.into_iter().zip(rows.chunks(2)) {
             let [intent, counter] = rows else { continue };
             let released = intent.result_code() == Some(ResultCode::KeyNotFoundError);

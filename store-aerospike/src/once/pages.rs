@@ -24,8 +24,7 @@ use super::{
 };
 use crate::AerospikeStore;
 use crate::client::{
-    Retry, absent, count, day_counts, last_value, map_entries, row_failure, send_rows,
-    unavailable_or_failed,
+    Retry, absent, count, day_counts, last_value, map_entries, row_failure, unavailable_or_failed,
 };
 use crate::layout::{
     APPLIED_BIN, DAY_BIN, DAYS_BIN, HITS_BIN, INTENT_PAGE_HITS_BIN, KEEP_BIN, PAGE_BIN,
@@ -326,14 +325,9 @@ impl AerospikeStore {
         rows: &mut [BatchOperation],
         deadline: Instant,
     ) -> Result<Vec<usize>, StoreError> {
-        let answered = send_rows(
-            client,
-            &self.inner.events,
-            rows,
-            Retry::Idempotent,
-            deadline,
-        )
-        .await;
+        let answered = self
+            .send_rows(client, rows, Retry::Idempotent, deadline)
+            .await;
         let mut filtered = Vec::new();
         for (i, row) in rows.iter().enumerate() {
             match row.result_code() {

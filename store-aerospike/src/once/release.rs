@@ -12,7 +12,7 @@ use tokio::time::{Duration, Instant};
 
 use super::{BatchId, Claim, Kind};
 use crate::AerospikeStore;
-use crate::client::{Retry, send_rows};
+use crate::client::Retry;
 use crate::layout::{BATCHES_SET, MARKER_BIN};
 
 /// Most batches one release round takes on.
@@ -84,14 +84,8 @@ impl AerospikeStore {
         }
         let mut released = vec![true; releases.len()];
         if !rows.is_empty() {
-            send_rows(
-                client,
-                &self.inner.events,
-                &mut rows,
-                Retry::IfNotApplied,
-                deadline,
-            )
-            .await;
+            self.send_rows(client, &mut rows, Retry::IfNotApplied, deadline)
+                .await;
             for (row, &i) in rows.iter().zip(&row_batch) {
                 if !matches!(
                     row.result_code(),
@@ -119,14 +113,8 @@ impl AerospikeStore {
             }
         }
         if !deletes.is_empty() {
-            send_rows(
-                client,
-                &self.inner.events,
-                &mut deletes,
-                Retry::IfNotApplied,
-                deadline,
-            )
-            .await;
+            self.send_rows(client, &mut deletes, Retry::IfNotApplied, deadline)
+                .await;
             for (row, &i) in deletes.iter().zip(&delete_batch) {
                 if !matches!(
                     row.result_code(),
