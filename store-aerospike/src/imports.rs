@@ -10,6 +10,8 @@
 //! day and `total` together, never touches the base. The all-time top list
 //! takes the new total with the counter's next hit.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use aerospike::expressions as exp;
 use aerospike::{Bin, Bins, ReadPolicy, ResultCode, Value, operations};
 use counter_api::{EpochMillis, ImportOutcome, PageBase, PageImport, PageImported};
@@ -17,9 +19,7 @@ use counter_store::StoreError;
 use tokio::time::Instant;
 
 use crate::AerospikeStore;
-use crate::client::{
-    Backoff, Retry, count, last_value, millis_until, retry_cause, unavailable_or_failed,
-};
+use crate::client::{Retry, count, last_value, millis_until, retrying, unavailable_or_failed};
 use crate::layout::{BASE_BIN, BASE_ID_BIN, BASE_TS_BIN, PAGES_SET, TOTAL_BIN};
 
 impl AerospikeStore {
@@ -45,36 +45,43 @@ impl AerospikeStore {
             )),
             operations::get_bin(TOTAL_BIN),
         ];
-        let mut backoff = Backoff::new();
         // Whether an earlier try may have applied: finding this import's id is
         // then this request's own write, not a repeat of an earlier request.
-        let mut in_doubt = false;
-        loop {
-            let mut policy = self.write_policy(deadline);
-            policy.base_policy.filter_expression =
-                Some(exp::not(exp::bin_exists(BASE_BIN.to_owned())));
-            let error = match client.operate(&policy, &record, &ops).await {
-                Ok(answer) => {
-                    return Ok(ImportOutcome::Imported(PageImported {
-                        key: import.key.clone(),
-                        base: import.count.get(),
-                        total: count(last_value(&answer.bins, TOTAL_BIN)).unwrap_or(0),
-                        duplicate: false,
-                    }));
+        let in_doubt = AtomicBool::new(false);
+        // The filter makes the write idempotent: a repeat of one that applied
+        // is filtered out.
+        let answer = retrying(
+            &self.inner.events,
+            Retry::Idempotent,
+            "an import",
+            deadline,
+            || {
+                let mut policy = self.write_policy(deadline);
+                policy.base_policy.filter_expression =
+                    Some(exp::not(exp::bin_exists(BASE_BIN.to_owned())));
+                let (client, record, ops, in_doubt) = (&client, &record, &ops, &in_doubt);
+                async move {
+                    let answer = client.operate(&policy, record, ops).await;
+                    if let Err(error) = &answer {
+                        in_doubt.fetch_or(error.in_doubt(), Ordering::Relaxed);
+                    }
+                    answer
                 }
-                Err(error) if error.matches(&[ResultCode::FilteredOut]) => {
-                    return self.imported_already(import, &id, in_doubt, deadline).await;
-                }
-                Err(error) => error,
-            };
-            // The filter makes the write idempotent: a repeat of one that
-            // applied is filtered out.
-            if Retry::Idempotent.allows(&error) && backoff.wait(deadline).await {
-                in_doubt |= error.in_doubt();
-                self.inner.events.retried(retry_cause(&error));
-                continue;
+            },
+        )
+        .await;
+        match answer {
+            Ok(answer) => Ok(ImportOutcome::Imported(PageImported {
+                key: import.key.clone(),
+                base: import.count.get(),
+                total: count(last_value(&answer.bins, TOTAL_BIN)).unwrap_or(0),
+                duplicate: false,
+            })),
+            Err(error) if error.matches(&[ResultCode::FilteredOut]) => {
+                self.imported_already(import, &id, in_doubt.into_inner(), deadline)
+                    .await
             }
-            return Err(unavailable_or_failed(&error));
+            Err(error) => Err(unavailable_or_failed(&error)),
         }
     }
 
