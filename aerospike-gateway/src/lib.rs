@@ -122,30 +122,15 @@ async fn reconcile_store<S: Store>(store: S, apply: bool) -> anyhow::Result<()> 
 
 async fn run<S: Store>(listener: TcpListener, store: S, config: &Config) -> anyhow::Result<()> {
     let store = Arc::new(store);
-    let recorder = Recorder::start(
+    let recorder = group_commit(
         HitKind::Tutorial,
-        {
-            let store = store.clone();
-            move |hits| {
-                let store = store.clone();
-                async move { store.record_hits(hits).await }
-            }
-        },
-        config.max_batch(),
-        config.store_timeout(),
+        &store,
+        config,
+        |store, hits| async move { store.record_hits(hits).await },
     );
-    let page_recorder = Recorder::start(
-        HitKind::Page,
-        {
-            let store = store.clone();
-            move |hits| {
-                let store = store.clone();
-                async move { store.record_page_hits(hits).await }
-            }
-        },
-        config.max_batch(),
-        config.store_timeout(),
-    );
+    let page_recorder = group_commit(HitKind::Page, &store, config, |store, hits| async move {
+        store.record_page_hits(hits).await
+    });
     let visitors = visitors::VisitorHasher::new(store.clone());
     let app = api::router(AppState {
         store,
@@ -162,6 +147,29 @@ async fn run<S: Store>(listener: TcpListener, store: S, config: &Config) -> anyh
         .context("serving the API")?;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// The group commit of one kind of hit: batches of its hits, written by `write`
+/// into the one store both kinds share.
+fn group_commit<S, H, A, F>(
+    kind: HitKind,
+    store: &Arc<S>,
+    config: &Config,
+    write: fn(Arc<S>, Vec<H>) -> F,
+) -> Recorder<H, A>
+where
+    S: Store,
+    H: Send + 'static,
+    A: recorder::Answer + Send + 'static,
+    F: Future<Output = Vec<Result<A, counter_store::StoreError>>> + Send + 'static,
+{
+    let store = store.clone();
+    Recorder::start(
+        kind,
+        move |hits| write(store.clone(), hits),
+        config.max_batch(),
+        config.store_timeout(),
+    )
 }
 
 async fn shutdown_signal() {
