@@ -191,7 +191,7 @@ impl AerospikeStore {
                     }
                     Ok(None) => {
                         view.last_repair =
-                            Some("hits were being counted; waiting for a pause".into());
+                            Some("tutorial hits were being counted; waiting for a pause (the named counters were repaired)".into());
                     }
                     Err(error) => {
                         tracing::warn!(%error, "repairing the counters failed; trying again");
