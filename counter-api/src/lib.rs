@@ -18,8 +18,8 @@ pub use page::{
     PagesOverview, UserAgent, Visitor,
 };
 pub use wire::{
-    ApiError, Audit, Batch, BatchOutcomes, LatestHits, Outcome, PageDrift, PagesAudit, Recorded,
-    ServerTotal, Summary,
+    ApiError, Audit, Batch, BatchOutcomes, LatestHits, Outcome, PageDrift, PagesAudit,
+    PagesAuditCoverage, Recorded, ServerTotal, Summary,
 };
 
 /// The key of the grand-total counter in the `summary` set, as in the tutorial.

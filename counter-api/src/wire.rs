@@ -109,6 +109,34 @@ pub struct PagesAudit {
     pub drift: Vec<PageDrift>,
     /// True when nothing differs.
     pub consistent: bool,
+    /// What the audit read and how it compared it (absent from gateways
+    /// older than it: all zero).
+    #[serde(default)]
+    pub coverage: PagesAuditCoverage,
+}
+
+/// What an audit of the named counters covered. An exact audit compares
+/// every counter and day one by one; a grouped one sums counters and records
+/// into [`PagesAuditCoverage::groups`] hashed groups per day, compares the
+/// groups, and reads again only the counters of the groups that differ, to
+/// name them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PagesAuditCoverage {
+    /// `exact` or `grouped`.
+    pub method: String,
+    /// Counter records read: on a grouped audit, those changed since the
+    /// first day compared.
+    pub counters_read: u64,
+    /// Page hit records read.
+    pub hit_records_read: u64,
+    /// (group, day) pairs compared: 0 on an exact audit.
+    pub groups: u64,
+    /// Of those, the pairs whose counts or fingerprints differ.
+    pub groups_differing: u64,
+    /// Of those, the pairs read again counter by counter to name the drift
+    /// (at most a bound, so a store off everywhere costs no more than an
+    /// exact audit).
+    pub groups_named: u64,
 }
 
 impl PagesAudit {

@@ -146,6 +146,18 @@ pub trait Audit: Send + Sync + 'static {
         since: Day,
     ) -> impl Future<Output = Result<PageTallies, StoreError>> + Send;
 
+    /// The audit of the named counters over the days from `since` on: by
+    /// default [`compare_pages`](audit::compare_pages) of
+    /// [`Audit::page_tallies`], exact; a store too big to hold every counter
+    /// in memory compares grouped sums instead
+    /// ([`compare_grouped`](audit::compare_grouped)).
+    fn page_audit(
+        &self,
+        since: Day,
+    ) -> impl Future<Output = Result<counter_api::PagesAudit, StoreError>> + Send {
+        async move { Ok(audit::compare_pages(&self.page_tallies(since).await?)) }
+    }
+
     /// How long page hit records are kept (`PAGE_HIT_RETENTION`): the audit
     /// compares only the days whose records are all still there.
     fn page_hit_retention(&self) -> Retention {

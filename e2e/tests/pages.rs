@@ -897,33 +897,49 @@ fn listed(list: &[counter_api::PageTotal]) -> Vec<(String, u64)> {
 
 /// 100,000 counters with one hit each and one with 500, in one day: today's
 /// total and both top lists stay exact (no record holds every counter of a
-/// day). Prints how long recording and the overview took: the figures the
-/// README quotes, not asserted.
+/// day). Prints how long recording, the overview and the audit took, and the
+/// gateway's peak RSS during the audit: the figures the README quotes, not
+/// asserted.
+///
+/// `PAGE_SCALE_COUNTERS` (default 100,000) sets the cold counters and
+/// `PAGE_SCALE_DAYS` (1..=7, default 1) spreads their hits over that many
+/// days back from today, all of them inside the 7 days the audit covers.
 async fn a_hundred_thousand_counters_in_a_day_keep_day_totals_and_top_lists_exact(
     backend: Backend,
 ) {
     // The README's figures for a million counters come from
-    // PAGE_SCALE_COUNTERS=1000000.
+    // PAGE_SCALE_COUNTERS=1000000 PAGE_SCALE_DAYS=7.
     let cold: usize = std::env::var("PAGE_SCALE_COUNTERS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(100_000);
+    let spread: usize = std::env::var("PAGE_SCALE_DAYS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    assert!(
+        (1..=7).contains(&spread),
+        "PAGE_SCALE_DAYS is 1..=7, not {spread}"
+    );
     const HOT: u64 = 500;
     let counter = Counter::start(backend, 0).await;
     let gateway = &counter.gateway.url;
     let prefix = run_prefix();
-    let overview_url = format!("{gateway}/v1/pages?limit=100&days=2");
+    let overview_url = format!("{gateway}/v1/pages?limit=100&days={spread}");
     let before: PagesOverview = get_json(&overview_url).await;
-    let today_before = before.days.last().unwrap().hits;
+    let all_days_before: u64 = before.days.iter().map(|d| d.hits).sum();
 
     let ts = now_ms();
+    // Cold counter i is hit `i % spread` days back: today holds every
+    // `spread`-th of them.
+    let back = |i: usize| (i % spread) as u64;
     let hot = format!("{prefix}/hot");
     let mut hits: Vec<Value> = (0..cold)
         .map(|i| {
             page_hit(
                 &uuid::Uuid::new_v4().to_string(),
-                &format!("{prefix}/c{i:06}"),
-                ts,
+                &format!("{prefix}/c{i:07}"),
+                ts - back(i) * 86_400_000,
             )
         })
         .collect();
@@ -937,7 +953,7 @@ async fn a_hundred_thousand_counters_in_a_day_keep_day_totals_and_top_lists_exac
     let answers = post_page_hits(gateway, hits).await;
     let took = started.elapsed();
     println!(
-        "{backend:?}: recorded {sent} page hits on {} counters in {:.2} s ({:.0} hits/s)",
+        "{backend:?}: recorded {sent} page hits on {} counters over {spread} day(s) in {:.2} s ({:.0} hits/s)",
         cold + 1,
         took.as_secs_f64(),
         sent as f64 / took.as_secs_f64()
@@ -954,6 +970,7 @@ async fn a_hundred_thousand_counters_in_a_day_keep_day_totals_and_top_lists_exac
         (1..=HOT).collect::<Vec<_>>(),
         "distinct numbers"
     );
+    drop(answers);
 
     let mut latencies = Vec::new();
     let mut overview = before;
@@ -969,19 +986,24 @@ async fn a_hundred_thousand_counters_in_a_day_keep_day_totals_and_top_lists_exac
         latencies[2]
     );
     assert_eq!(
-        overview.days.last().unwrap().hits - today_before,
+        overview.days.iter().map(|d| d.hits).sum::<u64>() - all_days_before,
         sent as u64,
-        "today's total grew by every hit"
+        "the days' totals grew by every hit"
     );
-    let mut ours: BTreeMap<String, u64> = (0..cold)
-        .map(|i| (format!("{prefix}/c{i:06}"), 1))
+    let today: BTreeMap<String, u64> = (0..cold)
+        .filter(|i| back(*i) == 0)
+        .map(|i| (format!("{prefix}/c{i:07}"), 1))
+        .chain([(hot.clone(), HOT)])
         .collect();
-    ours.insert(hot.clone(), HOT);
     assert_eq!(
         listed(&overview.top_today),
-        expected_top(&overview.top_today, &ours, &prefix, 100),
+        expected_top(&overview.top_today, &today, &prefix, 100),
         "today's top"
     );
+    let ours: BTreeMap<String, u64> = (0..cold)
+        .map(|i| (format!("{prefix}/c{i:07}"), 1))
+        .chain([(hot.clone(), HOT)])
+        .collect();
     assert_eq!(
         listed(&overview.top_all_time),
         expected_top(&overview.top_all_time, &ours, &prefix, 100),
@@ -1001,12 +1023,40 @@ async fn a_hundred_thousand_counters_in_a_day_keep_day_totals_and_top_lists_exac
             bytes as f64 / sent as f64
         );
     }
+    let pid = counter.gateway.pid();
+    let rss_before = vm_kb(pid, "VmRSS");
+    // Peak RSS from here on: the audit's own, not the recording's.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting the peak RSS");
+    let started = std::time::Instant::now();
     let audit = counter.gateway.audit().await;
+    let audit_took = started.elapsed();
+    println!(
+        "{backend:?}: GET /v1/audit over {} counters and {} page hit records on {} day(s): {:.2} s, \
+         gateway RSS {:.1} MB before, peak {:.1} MB during; coverage {:?}",
+        audit.pages.counters,
+        audit.pages.hit_records,
+        audit.pages.days.len(),
+        audit_took.as_secs_f64(),
+        rss_before as f64 / 1024.0,
+        vm_kb(pid, "VmHWM") as f64 / 1024.0,
+        audit.pages.coverage,
+    );
     assert!(
         !audit.findings.iter().any(|f| f.contains("not retried")),
         "no write failed: {:?}",
         audit.findings
     );
+    assert!(audit.pages.consistent, "{:?}", audit.pages);
+}
+
+/// A `kB` figure of `/proc/<pid>/status`, e.g. `VmHWM`.
+fn vm_kb(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// With a window of seconds: a retried hit inside it is a duplicate; once the
@@ -1165,10 +1215,11 @@ async fn a_write_that_fails_for_good_reaches_readyz_the_audit_and_metrics() {
 /// counts them (counters, page hit records and day totals alike) and agrees.
 /// On Aerospike, a `pages` record edited by hand (5 more in `total` and in
 /// today's `days` entry) shows as drift naming the key and the day, and, with
-/// no hits flowing, the gateway repairs it by itself (within a minute: each
-/// try recounts every hit and page hit record of a shared node, and waits for
-/// other suites' batches to pause): the audit
-/// agrees again and the counter is back to its hit records.
+/// no hits flowing, the gateway repairs it by itself (within a minute: the
+/// audit that found it hands the drift to the repair, which recounts that
+/// counter's records of the day): the audit agrees again and the counter is
+/// back to its hit records. The same under load:
+/// `a_counter_edited_by_hand_is_repaired_while_hits_keep_flowing`.
 async fn the_audit_covers_named_counters_and_a_counter_edited_by_hand_is_repaired(
     backend: Backend,
 ) {
@@ -1293,6 +1344,153 @@ async fn the_audit_covers_named_counters_and_a_counter_edited_by_hand_is_repaire
             "{key}: back to its hit records"
         );
     }
+}
+
+/// On Aerospike: a counter edited by hand (5 more in `total` and in its
+/// `days` entry of the load's day) is repaired while a steady load of page hits (at least 200 a
+/// second, through the gateway's HTTP API, one hit a request) flows on it and
+/// on 100 other counters: within a minute the counter is back to its
+/// acknowledged hits with the load still running; once the load stops every
+/// counter equals its distinct acknowledged hits and the audit agrees.
+/// Prints the time to repair and the rate achieved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(aerospike),
+    ignore = "AEROSPIKE_HOSTS is not set, so there is no Aerospike cluster to run against"
+)]
+async fn a_counter_edited_by_hand_is_repaired_while_hits_keep_flowing() {
+    const KEYS: usize = 101;
+    const RATE: f64 = 250.0;
+    const EDIT: i64 = 5;
+    let counter = Counter::start(Backend::Aerospike, 0).await;
+    let gateway = counter.gateway.url.clone();
+    counter.gateway.settled_audit().await;
+    let prefix = run_prefix();
+    let keys: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("{prefix}/k{i:03}")).collect());
+    let edited = keys[0].clone();
+    // Five days back: inside the week the audit covers, and out of today's
+    // top list, which the other tests on a shared node check for their own
+    // counters (these get far more hits).
+    const BACK_MS: u64 = 5 * 86_400_000;
+    let day =
+        counter_api::Day::of(counter_api::EpochMillis::new((now_ms() - BACK_MS).into()).unwrap());
+
+    // One task a counter, each sending its next hit once the last is
+    // acknowledged (a failed one again with the same id until it is), so
+    // at most one hit a counter is in flight; together RATE a second.
+    let acked: Arc<Vec<AtomicUsize>> = Arc::new((0..KEYS).map(|_| AtomicUsize::new(0)).collect());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = http_client();
+    let load_started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..KEYS)
+        .map(|i| {
+            let (keys, acked, stop, client) =
+                (keys.clone(), acked.clone(), stop.clone(), client.clone());
+            let url = format!("{gateway}/v1/page-hits/batch");
+            tokio::spawn(async move {
+                let period = std::time::Duration::from_secs_f64(KEYS as f64 / RATE);
+                // Spread the counters' ticks over one period.
+                tokio::time::sleep(period.mul_f64(i as f64 / KEYS as f64)).await;
+                let mut tick = tokio::time::interval(period);
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let hit = page_hit(
+                        &uuid::Uuid::now_v7().to_string(),
+                        &keys[i],
+                        now_ms() - BACK_MS,
+                    );
+                    loop {
+                        let answer = client
+                            .post(&url)
+                            .json(&serde_json::json!({ "hits": [hit] }))
+                            .send()
+                            .await;
+                        let recorded = match answer {
+                            Ok(response) if response.status() == StatusCode::OK => matches!(
+                                response
+                                    .json::<BatchOutcomes<PageRecorded>>()
+                                    .await
+                                    .map(|o| o.outcomes.into_iter().next()),
+                                Ok(Some(Outcome::Recorded(_)))
+                            ),
+                            _ => false,
+                        };
+                        if recorded {
+                            acked[i].fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    // Until every counter has its record.
+    while acked.iter().any(|n| n.load(Ordering::Relaxed) == 0) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    edit_page_counter(&edited, day, EDIT).await;
+    let edit_at = std::time::Instant::now();
+    let mut last_audit = std::time::Instant::now() - std::time::Duration::from_secs(10);
+    let repaired_after = loop {
+        // Audits ask for the repair, as an operator's or a probe's would.
+        if last_audit.elapsed() >= std::time::Duration::from_secs(2) {
+            counter.gateway.audit().await;
+            last_audit = std::time::Instant::now();
+        }
+        let before = acked[0].load(Ordering::Relaxed) as u64;
+        let total = counter.gateway.page_stats(&edited, 1).await.total;
+        let after = acked[0].load(Ordering::Relaxed) as u64;
+        // Unrepaired, the counter holds at least its hits acknowledged
+        // before the read plus the edit; repaired, at most those
+        // acknowledged after it plus the one in flight.
+        if after - before < EDIT as u64 - 1 && total <= after + 1 {
+            break edit_at.elapsed();
+        }
+        assert!(
+            edit_at.elapsed() < std::time::Duration::from_secs(60),
+            "{edited} was not repaired within 60 s under load: total {total}, {after} hits acknowledged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    // The load goes on a little: a second repair must not take it off again.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let load_took = load_started.elapsed();
+    let sent: usize = acked.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+    let audit = counter.gateway.settled_audit().await;
+    println!(
+        "a counter edited by hand (+{EDIT}) repaired {repaired_after:.1?} after the edit, under \
+         {:.0} acknowledged hits/s on {KEYS} counters ({sent} hits in {load_took:.1?}); \
+         audit coverage {:?}",
+        sent as f64 / load_took.as_secs_f64(),
+        audit.pages.coverage
+    );
+    assert!(
+        sent as f64 / load_took.as_secs_f64() >= 200.0,
+        "the load reached {:.0} hits/s",
+        sent as f64 / load_took.as_secs_f64()
+    );
+    for (key, acked) in keys.iter().zip(acked.iter()) {
+        let stats = counter.gateway.page_stats(key, 7).await;
+        let on_day = stats
+            .days
+            .iter()
+            .find(|d| d.day == day)
+            .map_or(0, |d| d.hits);
+        let acked = acked.load(Ordering::Relaxed) as u64;
+        assert_eq!(
+            (stats.total, on_day),
+            (acked, acked),
+            "{key}: its distinct acknowledged hits"
+        );
+    }
+    assert!(audit.pages.consistent, "{:?}", audit.pages);
 }
 
 /// Adds `by` to a counter's `total` and to its `days` entry of `day`, straight

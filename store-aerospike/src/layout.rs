@@ -19,14 +19,18 @@
 //!   K-ordered map `"YYYY-MM-DD"` → hits that day) and `applied`. All change in
 //!   one operate, so a key's days always sum to its total, less its imported
 //!   base: `base`, `base_id` and `base_ts`, written once by an import
-//!   ([`imports`](crate::imports)) with the count it added to `total`.
+//!   ([`imports`](crate::imports)) with the count it added to `total`; and
+//!   `repairs` (integer, absent = 0), raised by every repair of the counter
+//!   ([`repair`](crate::cluster)), so that two repairs from the same read
+//!   cannot both apply.
 //! - set `page_visitors`: key = `"<counter key>@<YYYY-MM-DD>"` (`@` cannot occur
 //!   in a counter key), bins `page`, `day` and `visitors`, a HyperLogLog with
 //!   [`HLL_INDEX_BITS`](counter_store::pages::HLL_INDEX_BITS) index bits and no
 //!   min-hash bits fed the day's visitor hashes.
 //! - set `page_days`: key = `"YYYY-MM-DD"`, bins `day`, `hits` (all counters
-//!   together that day, with its own `applied` map), `keep` and `top`, the
-//!   day's top list: the overview's daily chart and today's top keys.
+//!   together that day, with its own `applied` map and `repairs`), `keep` and
+//!   `top`, the day's top list: the overview's daily chart and today's top
+//!   keys.
 //! - set `page_tops`: key `all-time`, bin `top`: the all-time top list.
 //! - set `visitor_salts`: key = `"YYYY-MM-DD"`, bins `day` and `salt` (32 random
 //!   bytes): the day's secret for visitor hashes.
@@ -95,6 +99,9 @@ pub(crate) const INTENT_PAGE_HITS_BIN: &str = "pages";
 pub(crate) const MARKER_BIN: &str = "batch";
 /// In a counter record: the latest batch of each writer counted into it.
 pub(crate) const APPLIED_BIN: &str = "applied";
+/// In `pages` and `page_days`: how many repairs changed the record, the
+/// guard of the next one.
+pub(crate) const REPAIRS_BIN: &str = "repairs";
 
 /// The secondary index that lets the latest-hits view read a time window of
 /// `hits` instead of scanning the whole set.

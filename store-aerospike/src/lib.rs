@@ -46,6 +46,7 @@ use self::layout::{HITS_SET, TS_BIN, TS_INDEX};
 use self::once::Writer;
 use self::once::release::{RELEASE_QUEUE, Release};
 
+mod audit;
 mod client;
 mod cluster;
 mod hits;
@@ -268,6 +269,10 @@ impl Audit for AerospikeStore {
 
     async fn page_tallies(&self, since: Day) -> Result<PageTallies, StoreError> {
         self.read_page_tallies(since).await
+    }
+
+    async fn page_audit(&self, since: Day) -> Result<counter_api::PagesAudit, StoreError> {
+        self.read_page_audit(since).await
     }
 
     fn page_hit_retention(&self) -> Retention {

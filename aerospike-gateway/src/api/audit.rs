@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use counter_api::{Audit, PagesAudit, Summary};
 use counter_store::Store;
-use counter_store::audit::{audit_window, compare_pages};
+use counter_store::audit::audit_window;
 
 use super::{AppState, Problem};
 use crate::metrics::METRICS;
@@ -28,10 +28,9 @@ pub(super) async fn audit<S: Store>(
         state.store.page_hit_retention(),
         std::time::SystemTime::now(),
     );
-    let page_tallies = METRICS
-        .timed("page_tallies", state.store.page_tallies(since))
+    let mut pages = METRICS
+        .timed("page_audit", state.store.page_audit(since))
         .await?;
-    let mut pages = compare_pages(&page_tallies);
     METRICS.audit_page_drift.set(pages.drift.len() as i64);
     pages.drift.truncate(PagesAudit::MAX_DRIFT);
     let mut findings = state.store.findings().await;

@@ -28,10 +28,11 @@
 //! - **Repaired:** once the split heals (or an audit finds a difference), the
 //!   gateway recounts the hit records and adds what each counter is missing, with
 //!   a write that applies only if the counter has not moved since the recount:
-//!   the tutorial's counters, then the named counters' days and day totals over
-//!   the days whose page hit records are all kept. It needs a moment with no
-//!   hits being counted (no intent in `batches`, the counters unchanged across
-//!   the recount), and tries again every few seconds until it gets one.
+//!   the tutorial's counters, in a moment with no tutorial hits being counted
+//!   (no tutorial intent in `batches`, the counters unchanged across the
+//!   recount), tried again every few seconds until it gets one; and the named
+//!   counters' days and day totals over the days whose page hit records are all
+//!   kept, one count at a time while hits keep flowing (see [`repair`]).
 
 mod repair;
 
@@ -70,6 +71,9 @@ pub(crate) struct ClusterView {
     pub repair_due: bool,
     /// What the last repair attempt found, for the audit.
     pub last_repair: Option<String>,
+    /// The named counts the last inconsistent audit found off: the repair
+    /// starts from them rather than auditing everything again.
+    pub drift_seen: Vec<counter_api::PageDrift>,
     /// Every node address seen in the client's node list, and when last.
     known: BTreeMap<String, Instant>,
 }
@@ -123,6 +127,16 @@ impl AerospikeStore {
         self.view().repair_due = true;
     }
 
+    /// Keeps what an audit found off for the repair.
+    pub(crate) fn saw_drift(&self, drift: &[counter_api::PageDrift]) {
+        self.view().drift_seen = drift.to_vec();
+    }
+
+    /// What the last audit found off, once.
+    pub(crate) fn take_drift_seen(&self) -> Vec<counter_api::PageDrift> {
+        std::mem::take(&mut self.view().drift_seen)
+    }
+
     /// What is wrong now, in words, for the audit.
     pub(crate) async fn store_findings(&self) -> Vec<String> {
         let mut findings = Vec::new();
@@ -143,7 +157,7 @@ impl AerospikeStore {
             }
         }
         if let Ok(client) = self.client() {
-            match self.unfinished_batches(client).await {
+            match self.unfinished_batches(client, None).await {
                 Ok(0) => {}
                 Ok(n) => findings.push(format!(
                     "{n} batch(es) being counted or waiting for the sweeper (their hits may not be in the counters yet)"
@@ -177,7 +191,7 @@ impl AerospikeStore {
                     }
                     Ok(None) => {
                         view.last_repair =
-                            Some("hits were being counted; waiting for a pause".into());
+                            Some("tutorial hits were being counted; waiting for a pause (the named counters were repaired)".into());
                     }
                     Err(error) => {
                         tracing::warn!(%error, "repairing the counters failed; trying again");
@@ -246,13 +260,22 @@ impl AerospikeStore {
             tracing::warn!(%split, "the Aerospike cluster is whole again: counters will be checked against the hit records");
             view.repair_due = true;
             view.last_repair = None;
+            // What the split did is found by an audit of everything.
+            view.drift_seen.clear();
         }
     }
 
-    /// Intents in `batches`: batches being counted now, or left for the sweeper.
-    pub(crate) async fn unfinished_batches(&self, client: &Client) -> Result<usize, StoreError> {
+    /// Intents in `batches`: batches being counted now, or left for the
+    /// sweeper; of one kind only if `kind` names its intent bin.
+    pub(crate) async fn unfinished_batches(
+        &self,
+        client: &Client,
+        kind: Option<&str>,
+    ) -> Result<usize, StoreError> {
         let mut policy = query_policy();
         policy.base_policy.total_timeout = self.inner.timeout.as_millis() as u32;
+        policy.base_policy.filter_expression =
+            kind.map(|bin| aerospike::expressions::bin_exists(bin.to_owned()));
         let mut stream = self.scan(client, &policy, BATCHES_SET, Bins::None).await?;
         let mut n = 0;
         while let Some(record) = stream.next().await {

@@ -108,6 +108,37 @@ impl BatchId {
         (self.key(), format!("{}}}", self.key()))
     }
 
+    /// Whether this batch is in a counter whose `applied` map held the keys
+    /// `applied` when it was read at `read_at`: its entry, or a later batch of
+    /// its writer (which replaced it, and comes only after it is counted), is
+    /// there; or its writer is old enough that some gateway may have dropped
+    /// its entries, every batch of it being finished long before (a writer
+    /// lives [`WRITER_LIFETIME`], its batches are finished within seconds).
+    /// A young writer's missing batch was not counted there as of the read.
+    pub(crate) fn counted_in(
+        &self,
+        applied: &std::collections::BTreeSet<String>,
+        read_at: std::time::SystemTime,
+    ) -> bool {
+        let (from, to) = self.this_and_later();
+        if applied.range(from..to).next().is_some() {
+            return true;
+        }
+        // Entries are dropped by the clock of whichever gateway writes the
+        // counter next: half the retention leaves room for clocks apart.
+        let surely_kept_since = read_at
+            .checked_sub(APPLIED_RETENTION / 2)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        self.writer_born()
+            .is_none_or(|born| born < surely_kept_since)
+    }
+
+    /// When the writer was born: its id's first 12 hex digits, in ms.
+    fn writer_born(&self) -> Option<std::time::SystemTime> {
+        let ms = u64::from_str_radix(self.writer.get(..12)?, 16).ok()?;
+        Some(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+    }
+
     /// The filter that lets a counter's write through only while neither this
     /// batch nor a later one of its writer is in the record's `applied` map.
     pub(crate) fn not_counted_yet(&self) -> exp::Expression {
@@ -244,6 +275,37 @@ mod tests {
         .key();
         assert!(from <= earlier && earlier < to && to == batch.key());
         assert_eq!(BatchId::parse("not-a-writer:1"), None);
+    }
+
+    #[test]
+    fn a_batch_is_counted_where_it_or_a_later_one_of_its_writer_is_applied() {
+        let now = std::time::SystemTime::now();
+        let batch = Writer::new().next_batch();
+        let later = BatchId {
+            seq: batch.seq + 1,
+            ..batch.clone()
+        };
+        let set = |keys: &[String]| keys.iter().cloned().collect();
+        assert!(batch.counted_in(&set(&[batch.key()]), now));
+        assert!(batch.counted_in(&set(&[later.entry_for("2025-11-25")]), now));
+        assert!(!batch.counted_in(&set(&[]), now), "a young writer's batch");
+        let earlier = BatchId {
+            seq: batch.seq.saturating_sub(1),
+            ..batch.clone()
+        };
+        assert!(!later.counted_in(&set(&[earlier.key()]), now));
+        // A writer born two hours ago: its entries may be gone, its batches
+        // are long counted.
+        let old = BatchId::parse(&format!(
+            "{:012x}{}:000000000001",
+            (now - Duration::from_secs(7200))
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+            "0".repeat(20)
+        ))
+        .unwrap();
+        assert!(old.counted_in(&set(&[]), now));
     }
 
     #[test]
