@@ -1,5 +1,5 @@
 //! Every set and bin this store writes, in one place: the data layout `aql`
-//! shows. Every key is sent with its record.
+//! shows. Every key is sent with its record, but `page_visitors`'.
 //!
 //! The tutorial's sets, exactly as its app lays them out, so that
 //! `select * from test.hits` and `select * from test.summary` read the same:
@@ -26,9 +26,10 @@
 //!   [`EXACT_VISITORS_MAX`](crate::visitors::EXACT_VISITORS_MAX), else
 //!   `visitors`, a HyperLogLog with
 //!   [`HLL_INDEX_BITS`](counter_store::pages::HLL_INDEX_BITS) index bits and no
-//!   min-hash bits fed them ([`visitors`](crate::visitors)). Records written
-//!   before the list also hold bins `page` and `day` (the key says both).
-//!   Kept `VISITOR_RETENTION` after their last write.
+//!   min-hash bits fed them ([`visitors`](crate::visitors)). The one set
+//!   whose key is not sent: it would take a third of a record of a few
+//!   visitors. Records written before the list hold their key and bins `page`
+//!   and `day` too. Kept `VISITOR_RETENTION` after their last write.
 //! - set `page_days`: key = `"YYYY-MM-DD"`, bins `day`, `hits` (all counters
 //!   together that day, with its own `applied` map), `keep` and `top`, the
 //!   day's top list: the overview's daily chart and today's top keys.
