@@ -580,6 +580,22 @@ async fn unique_visitors_are_estimated_and_nobody_is_stored(setup: Setup) {
     assert_eq!((today.hits, today.visitors), (2, peers));
     untrusted.stop().await;
 
+    // A counter-day of three visitors, in the store's exact form (a list of
+    // keyed hashes on Aerospike): the check below reads it too.
+    let few = format!("{key}-few");
+    for i in 0..3 {
+        let visitor = std::net::Ipv4Addr::from(0xc612_0000 + i);
+        let response = client
+            .post(format!("{web}/api/pages/{few}"))
+            .header("x-forwarded-for", format!("10.9.9.9, {visitor}"))
+            .header("user-agent", AGENT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    assert_eq!(stats(&client, &web, &few, 1).await.today.visitors, 3);
+
     // Nothing of the visitors is stored: not their addresses, not their agent.
     let needles: Vec<Vec<u8>> = [0, 1, 4242, VISITORS - 1]
         .map(|i| {
