@@ -1485,7 +1485,7 @@ async fn visitor_storage(counter: &mut Counter) -> VisitorStorage {
 }
 
 /// Storage that follows the visitors: 100,000 counters with 3 visitors each
-/// today, 1,000 with 10, one with 1,000 and one with 10,000 (1,000 of them
+/// today, 50 with 10, one with 1,000 and one with 10,000 (1,000 of them
 /// twice), sent to the gateway as a badge service's load would. Prints the
 /// bytes per counter-day each took (Aerospike: `asinfo` `sets/test`,
 /// `data_used_bytes / objects`, one node; embedded: the visitor tables' pages
@@ -1548,8 +1548,10 @@ async fn unique_visitors_cost_storage_in_proportion_until_a_hyperloglog_is_small
         hits,
     )
     .await;
-    let (keys10, hits) = group("v10-", 1_000, 10);
-    let ten = measure(&mut counter, "1,000 counters with 10 visitors".into(), hits).await;
+    // Few enough that today's top 100 of a shared cluster keeps room for the
+    // other tests' counters of 10 hits.
+    let (keys10, hits) = group("v10-", 50, 10);
+    let ten = measure(&mut counter, "50 counters with 10 visitors".into(), hits).await;
     let (exact, hits) = group("v1000-", 1, 1_000);
     measure(&mut counter, "1 counter with 1,000 visitors".into(), hits).await;
     let (many, mut hits) = group("v10000-", 1, 10_000);
