@@ -78,6 +78,15 @@ pub struct Config {
     #[arg(long, env = "PAGE_HIT_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub page_hit_retention: Retention,
 
+    /// How long a counter's unique visitors of a day (`page_visitors`) are
+    /// kept after the last one was added: the day's visitor figure reads 0
+    /// after it. A record TTL on Aerospike (needs `nsup-period`, as above), a
+    /// sweep of whole days on the embedded store; totals and days of hits
+    /// stay. The default is the longest chart's 400 days; `0` keeps them
+    /// forever.
+    #[arg(long, env = "VISITOR_RETENTION", default_value = "400d", value_parser = parse_retention)]
+    pub visitor_retention: Retention,
+
     /// The same for the tutorial's hit records (set `hits`), which the tutorial
     /// keeps forever, as does the default (`0`). Once they expire, the audit
     /// can only check that each counter holds at least its hit records, and
@@ -312,6 +321,15 @@ mod tests {
             parse(&[]).hit_retention,
             Retention::FOREVER,
             "as the tutorial"
+        );
+        assert_eq!(
+            parse(&[]).visitor_retention,
+            Retention(Some(Duration::from_secs(400 * 86_400))),
+            "the longest chart"
+        );
+        assert_eq!(
+            parse(&["--visitor-retention", "0"]).visitor_retention,
+            Retention::FOREVER
         );
     }
 

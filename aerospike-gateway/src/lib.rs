@@ -40,7 +40,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     match config.store() {
         StoreChoice::Embedded { data_dir } => {
             let store = EmbeddedStore::open(&data_dir, metrics::store_events())?
-                .retaining(config.page_hit_retention, config.hit_retention);
+                .retaining(config.page_hit_retention, config.hit_retention)
+                .keeping_visitors(config.visitor_retention);
             tracing::info!(data_dir = %data_dir.display(), "using the embedded store");
             run(listener, store, &config).await
         }
@@ -51,7 +52,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 config.store_timeout(),
                 metrics::store_events(),
             )?
-            .retaining(config.page_hit_retention, config.hit_retention);
+            .retaining(config.page_hit_retention, config.hit_retention)
+            .keeping_visitors(config.visitor_retention);
             tracing::info!(?seeds, %namespace, "using Aerospike");
             run(listener, store, &config).await
         }

@@ -30,6 +30,8 @@ on_every_backend!(
     a_hundred_thousand_counters_in_a_day_keep_day_totals_and_top_lists_exact,
     page_hit_records_expire_after_the_idempotency_window,
     the_audit_covers_named_counters_and_a_counter_edited_by_hand_is_repaired,
+    unique_visitors_cost_storage_in_proportion_until_a_hyperloglog_is_smaller,
+    per_day_visitors_go_after_their_retention_while_totals_and_days_stay,
 );
 
 /// Keys of this test run only: the Aerospike cluster is shared and keeps data.
@@ -577,6 +579,22 @@ async fn unique_visitors_are_estimated_and_nobody_is_stored(setup: Setup) {
     };
     assert_eq!((today.hits, today.visitors), (2, peers));
     untrusted.stop().await;
+
+    // A counter-day of three visitors, in the store's exact form (a list of
+    // keyed hashes on Aerospike): the check below reads it too.
+    let few = format!("{key}-few");
+    for i in 0..3 {
+        let visitor = std::net::Ipv4Addr::from(0xc612_0000 + i);
+        let response = client
+            .post(format!("{web}/api/pages/{few}"))
+            .header("x-forwarded-for", format!("10.9.9.9, {visitor}"))
+            .header("user-agent", AGENT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    assert_eq!(stats(&client, &web, &few, 1).await.today.visitors, 3);
 
     // Nothing of the visitors is stored: not their addresses, not their agent.
     let needles: Vec<Vec<u8>> = [0, 1, 4242, VISITORS - 1]
@@ -1583,4 +1601,246 @@ async fn a_gateway_with_a_shorter_retention_does_not_make_the_others_repair_its_
         .find(|d| d.day == day)
         .map_or(0, |d| d.hits);
     assert_eq!((stats.total, on_day), (1, 1), "the count stays");
+}
+
+/// What the unique visitors of counter-days take in the store: records and
+/// their bytes, summed over the visitor sets or tables.
+#[derive(Debug, Clone, Copy, Default)]
+struct VisitorStorage {
+    records: u64,
+    bytes: u64,
+    /// On the embedded store, of `bytes`, the keys and values themselves.
+    stored: u64,
+}
+
+impl VisitorStorage {
+    /// Bytes per record of what was added since `before`.
+    fn per_record_since(self, before: VisitorStorage) -> (f64, f64) {
+        let records = (self.records - before.records).max(1) as f64;
+        (
+            (self.bytes - before.bytes) as f64 / records,
+            (self.stored - before.stored) as f64 / records,
+        )
+    }
+}
+
+/// On Aerospike, `sets/test/page_visitors` of every seed node, as `asinfo`
+/// shows it (`objects`, `data_used_bytes`); on the embedded store, the pages
+/// of the file's visitor tables (all but the secrets) and the rows of
+/// `page_visitors`, read with the gateway stopped (it holds the file's lock)
+/// and started again.
+async fn visitor_storage(counter: &mut Counter) -> VisitorStorage {
+    match counter.setup.backend {
+        Backend::Aerospike => {
+            let hosts = Backend::aerospike_hosts().expect("AEROSPIKE_HOSTS");
+            let mut storage = VisitorStorage::default();
+            for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                let address = std::net::ToSocketAddrs::to_socket_addrs(host)
+                    .expect("a host:port")
+                    .next()
+                    .expect("an address");
+                let answer = e2e::info(&address, "sets/test/page_visitors").expect("asinfo sets");
+                let field = |name: &str| -> u64 {
+                    answer
+                        .split([':', ';'])
+                        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0)
+                };
+                storage.records += field("objects");
+                storage.bytes += field("data_used_bytes");
+                storage.stored = storage.bytes;
+            }
+            storage
+        }
+        Backend::Embedded => {
+            use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
+            counter.gateway.stop().await;
+            let storage = {
+                let path = counter.dir.path().join("data/counter.redb");
+                let db = redb::Database::open(&path).expect("opening the store's file");
+                let txn = db.begin_read().expect("a read transaction");
+                let mut storage = VisitorStorage::default();
+                for table in txn.list_tables().expect("the tables") {
+                    let name = table.name().to_owned();
+                    if !name.contains("visitor") || name.contains("salt") {
+                        continue;
+                    }
+                    let table = txn.open_untyped_table(table).expect("a visitor table");
+                    let stats = table.stats().expect("table stats");
+                    storage.bytes += (stats.leaf_pages() + stats.branch_pages()) * 4096;
+                    storage.stored += stats.stored_bytes();
+                    if name == "page_visitors" {
+                        storage.records = table.len().expect("rows");
+                    }
+                }
+                storage
+            };
+            counter.gateway.restart().await;
+            storage
+        }
+    }
+}
+
+/// Storage that follows the visitors: 100,000 counters with 3 visitors each
+/// today, 50 with 10, one with 1,000 and one with 10,000 (1,000 of them
+/// twice), sent to the gateway as a badge service's load would. Prints the
+/// bytes per counter-day each took (Aerospike: `asinfo` `sets/test`,
+/// `data_used_bytes / objects`, one node; embedded: the visitor tables' pages
+/// per row) and the estimate at 10,000; below the switch to a HyperLogLog the
+/// counts are exact (1,365 on Aerospike, 128 on the embedded store). `VISITOR_SCALE_COUNTERS` runs it with another number of
+/// 3-visitor counters.
+async fn unique_visitors_cost_storage_in_proportion_until_a_hyperloglog_is_smaller(
+    backend: Backend,
+) {
+    let small: usize = std::env::var("VISITOR_SCALE_COUNTERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    // A shared 2-core machine may keep a batch waiting past the default 2.5 s.
+    let mut counter = Counter::start_with(backend, 0, &[("STORE_TIMEOUT_MS", "15000")], &[]).await;
+    let prefix = run_prefix();
+    let ts = now_ms();
+    let hit = |key: &str, visitor: u32| {
+        let mut hit = page_hit(&uuid::Uuid::new_v4().to_string(), key, ts);
+        hit["visitor"] = serde_json::json!({
+            "addr": std::net::Ipv4Addr::from(0x0a00_0000 + visitor).to_string(),
+            "user_agent": "e2e-storage/1.0",
+        });
+        hit
+    };
+    // Each group's counters get their visitors one round after the other, so
+    // a counter-day grows across batches, as on a busy day.
+    let group = |name: &str, counters: usize, visitors: u32| -> (Vec<String>, Vec<Value>) {
+        let keys: Vec<String> = (0..counters)
+            .map(|i| format!("{prefix}/{name}{i:06}"))
+            .collect();
+        let hits = (0..visitors)
+            .flat_map(|v| keys.iter().map(move |key| (key.clone(), v)))
+            .map(|(key, v)| hit(&key, v))
+            .collect();
+        (keys, hits)
+    };
+    let mut figures = Vec::new();
+    let mut measure = async |counter: &mut Counter, what: String, hits: Vec<Value>| {
+        let before = visitor_storage(counter).await;
+        let started = std::time::Instant::now();
+        post_page_hits(&counter.gateway.url, hits).await;
+        let took = started.elapsed();
+        let after = visitor_storage(counter).await;
+        let (per_record, stored) = after.per_record_since(before);
+        println!(
+            "{backend:?}: {what}: {} more records, {per_record:.0} B per counter-day \
+             ({stored:.0} B of keys and values; hits sent in {:.1} s)",
+            after.records - before.records,
+            took.as_secs_f64()
+        );
+        figures.push((what, per_record));
+        per_record
+    };
+
+    let (keys3, hits) = group("v3-", small, 3);
+    let three = measure(
+        &mut counter,
+        format!("{small} counters with 3 visitors"),
+        hits,
+    )
+    .await;
+    // Few enough that today's top 100 of a shared cluster keeps room for the
+    // other tests' counters of 10 hits.
+    let (keys10, hits) = group("v10-", 50, 10);
+    let ten = measure(&mut counter, "50 counters with 10 visitors".into(), hits).await;
+    let (exact, hits) = group("v1000-", 1, 1_000);
+    measure(&mut counter, "1 counter with 1,000 visitors".into(), hits).await;
+    let (many, mut hits) = group("v10000-", 1, 10_000);
+    hits.extend((0..1_000).map(|v| hit(&many[0], v)));
+    measure(
+        &mut counter,
+        "1 counter with 10,000 visitors (1,000 of them twice)".into(),
+        hits,
+    )
+    .await;
+
+    let gateway = &counter.gateway;
+    let today = gateway.page_stats(&many[0], 1).await.today;
+    assert_eq!(today.hits, 11_000);
+    let error = (today.visitors as f64 - 10_000.0) / 10_000.0;
+    println!(
+        "{backend:?}: 10,000 visitors (1,000 of them twice) estimated as {} ({:+.2}%)",
+        today.visitors,
+        error * 100.0
+    );
+    assert!(error.abs() <= 0.02, "off by {:+.2}%", error * 100.0);
+    // Aerospike keeps up to 1,365 visitors exact, the embedded store's
+    // estimator 128.
+    let thousand = gateway.page_stats(&exact[0], 1).await.today;
+    println!(
+        "{backend:?}: 1,000 visitors counted as {}",
+        thousand.visitors
+    );
+    for (keys, visitors) in [(&keys3, 3), (&keys10, 10)] {
+        for key in keys.iter().step_by((keys.len() / 10).max(1)) {
+            let today = gateway.page_stats(key, 1).await.today;
+            assert_eq!(
+                (today.hits, today.visitors),
+                (visitors, visitors),
+                "{key}: exact below the switch"
+            );
+        }
+    }
+    if backend == Backend::Aerospike {
+        assert_eq!(thousand.visitors, 1_000, "exact below the switch");
+        assert!(
+            three <= 200.0 && ten <= 200.0,
+            "at most 200 B per counter-day with up to 10 visitors: {figures:?}"
+        );
+    }
+}
+
+/// With `VISITOR_RETENTION=3s` a counter's visitors of today read as counted,
+/// then, once the window has passed (a record TTL on Aerospike, the sweep on
+/// the embedded store), as 0, while its total and today's hits stay.
+async fn per_day_visitors_go_after_their_retention_while_totals_and_days_stay(backend: Backend) {
+    let counter = Counter::start_with(backend, 0, &[("VISITOR_RETENTION", "3s")], &[]).await;
+    let gateway = &counter.gateway;
+    let key = format!("{}/forgotten-visitors", run_prefix());
+    let ts = now_ms();
+    let hits = (0..5)
+        .map(|v| {
+            let mut hit = page_hit(&uuid::Uuid::new_v4().to_string(), &key, ts);
+            hit["visitor"] = serde_json::json!({
+                "addr": format!("192.0.2.{v}"),
+                "user_agent": "e2e-retention/1.0",
+            });
+            hit
+        })
+        .collect();
+    post_page_hits(&gateway.url, hits).await;
+    let started = std::time::Instant::now();
+    let today = gateway.page_stats(&key, 1).await.today;
+    assert_eq!((today.hits, today.visitors), (5, 5), "inside the window");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "read inside the window"
+    );
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let stats = gateway.page_stats(&key, 1).await;
+        if stats.today.visitors == 0 {
+            assert_eq!(
+                (stats.total, stats.today.hits),
+                (5, 5),
+                "totals and days stay"
+            );
+            println!(
+                "{backend:?}: visitors gone {:.1} s after they were counted",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the visitors outlived their window by far"
+        );
+    }
 }

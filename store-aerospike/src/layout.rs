@@ -1,5 +1,5 @@
 //! Every set and bin this store writes, in one place: the data layout `aql`
-//! shows. Every key is sent with its record.
+//! shows. Every key is sent with its record, but `page_visitors`'.
 //!
 //! The tutorial's sets, exactly as its app lays them out, so that
 //! `select * from test.hits` and `select * from test.summary` read the same:
@@ -24,9 +24,15 @@
 //!   ([`repair`](crate::cluster)), so that two repairs from the same read
 //!   cannot both apply.
 //! - set `page_visitors`: key = `"<counter key>@<YYYY-MM-DD>"` (`@` cannot occur
-//!   in a counter key), bins `page`, `day` and `visitors`, a HyperLogLog with
+//!   in a counter key), one bin: `hashes`, the day's visitor hashes as an
+//!   ordered list of unique integers while there are at most
+//!   [`EXACT_VISITORS_MAX`](crate::visitors::EXACT_VISITORS_MAX), else
+//!   `visitors`, a HyperLogLog with
 //!   [`HLL_INDEX_BITS`](counter_store::pages::HLL_INDEX_BITS) index bits and no
-//!   min-hash bits fed the day's visitor hashes.
+//!   min-hash bits fed them ([`visitors`](crate::visitors)). The one set
+//!   whose key is not sent: it would take a third of a record of a few
+//!   visitors. Records written before the list hold their key and bins `page`
+//!   and `day` too. Kept `VISITOR_RETENTION` after their last write.
 //! - set `page_days`: key = `"YYYY-MM-DD"`, bins `day`, `hits` (all counters
 //!   together that day, with its own `applied` map and `repairs`), `keep` and
 //!   `top`, the day's top list: the overview's daily chart and today's top
@@ -77,6 +83,8 @@ pub(crate) const DAYS_BIN: &str = "days";
 pub(crate) const DAY_BIN: &str = "day";
 /// In `page_visitors`: the day's HyperLogLog.
 pub(crate) const VISITORS_BIN: &str = "visitors";
+/// In `page_visitors`: the day's visitor hashes, exactly, while they are few.
+pub(crate) const HASHES_BIN: &str = "hashes";
 /// In `page_days`: all counters' hits that day.
 pub(crate) const HITS_BIN: &str = "hits";
 /// In a `page_days` record: the shortest page hit retention, in seconds, of

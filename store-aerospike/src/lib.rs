@@ -85,6 +85,8 @@ struct Inner {
     page_hit_ttl: std::sync::atomic::AtomicU32,
     /// The same for the tutorial's hit records (0 unless the operator opted in).
     hit_ttl: std::sync::atomic::AtomicU32,
+    /// The same for `page_visitors` records, from their last write.
+    visitor_ttl: std::sync::atomic::AtomicU32,
     /// Counted batches, to the releaser (step 4 of [`once`]).
     releases: tokio::sync::mpsc::Sender<Release>,
 }
@@ -117,6 +119,7 @@ impl AerospikeStore {
                 events,
                 page_hit_ttl: std::sync::atomic::AtomicU32::new(0),
                 hit_ttl: std::sync::atomic::AtomicU32::new(0),
+                visitor_ttl: std::sync::atomic::AtomicU32::new(0),
                 releases,
             }),
         };
@@ -129,15 +132,25 @@ impl AerospikeStore {
     /// tutorial's hit records `hits` after: record TTLs, which the namespace
     /// refuses unless `nsup-period` is set.
     pub fn retaining(self, page_hits: Retention, hits: Retention) -> Self {
-        let secs = |retention: Retention| {
-            retention
-                .0
-                .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1))
-        };
         let relaxed = std::sync::atomic::Ordering::Relaxed;
-        self.inner.page_hit_ttl.store(secs(page_hits), relaxed);
-        self.inner.hit_ttl.store(secs(hits), relaxed);
+        self.inner.page_hit_ttl.store(ttl_secs(page_hits), relaxed);
+        self.inner.hit_ttl.store(ttl_secs(hits), relaxed);
         self
+    }
+
+    /// A counter-day's unique-visitor figures expire `visitors` after its last
+    /// visitor was added (a record TTL, as for page hit records); totals and
+    /// days of hits stay.
+    pub fn keeping_visitors(self, visitors: Retention) -> Self {
+        self.inner
+            .visitor_ttl
+            .store(ttl_secs(visitors), std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
+    /// The expiration of a `page_visitors` record, from this write on.
+    pub(crate) fn visitor_expiration(&self) -> Expiration {
+        expiration(&self.inner.visitor_ttl)
     }
 
     /// The expiration of a new page hit record.
@@ -328,6 +341,14 @@ impl Store for AerospikeStore {
             )))
         }
     }
+}
+
+/// A retention as a TTL in seconds; 0: the namespace's default (forever, as
+/// shipped).
+fn ttl_secs(retention: Retention) -> u32 {
+    retention
+        .0
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX).max(1))
 }
 
 /// A TTL in seconds as an expiration; 0: the namespace's default.

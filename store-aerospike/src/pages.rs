@@ -18,7 +18,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aerospike::expressions as exp;
-use aerospike::operations::hll;
 use aerospike::operations::maps;
 use aerospike::{
     BatchOperation, BatchReadPolicy, Bins, MapReturnType, ResultCode, Value, WritePolicy,
@@ -43,7 +42,7 @@ use crate::client::{
 use crate::layout::*;
 use crate::once::pages::PageHits;
 use crate::tops::top_entries;
-use crate::visitors::visitors_key;
+use crate::visitors::{visitor_count, visitors_key};
 
 impl AerospikeStore {
     /// Counts a batch of page hits exactly once and numbers them, then adds
@@ -140,11 +139,7 @@ impl AerospikeStore {
             .iter()
             .map(|day| {
                 let record = self.key(PAGE_VISITORS_SET, &visitors_key(key, *day))?;
-                Ok(BatchOperation::read_ops(
-                    &read,
-                    record,
-                    [hll::get_count(VISITORS_BIN)],
-                ))
+                Ok(BatchOperation::read_ops(&read, record, [visitor_count()]))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let (page, _) = tokio::join!(

@@ -109,18 +109,17 @@ impl AerospikeStore {
         for row in &rows {
             let record = &row.batch_record().key;
             match row.record() {
-                Some(answer) if record.set_name() != PAGE_VISITORS_SET => {
+                Some(answer) => {
                     let list = match record.user_key() {
                         Some(Value::String(list)) => list.clone(),
                         _ => continue,
                     };
                     self.learn_top_cut(list, last_value(&answer.bins, TOP_BIN));
                 }
-                Some(_) => {}
                 None => {
                     let error = row_failure(row);
                     tracing::warn!(set = record.set_name(), key = ?record.user_key(), %error,
-                        "visitors or top list of a page hit batch not written");
+                        "top list of a page hit batch not written");
                     self.inner.faults.record(record.set_name(), &error);
                 }
             }

@@ -1,15 +1,35 @@
 //! Unique visitors of the named counters on Aerospike, and the day's secrets
 //! they are hashed with (`page_visitors`, `visitor_salts`).
 //!
+//! A counter-day's visitors take storage in proportion to their number until a
+//! dense HyperLogLog is the smaller form: first an exact, ordered list of the
+//! keyed hashes (bin `hashes`), which answers its size, then, once the list
+//! would outgrow [`EXACT_VISITORS_MAX`], the HyperLogLog (bin `visitors`) fed
+//! the list and the new hashes, with the list removed. Every write of a
+//! counter-day is one of four guarded steps ([`Step`]), so batches of any
+//! gateway may land on the same counter-day at once, the switch included,
+//! and no hash is lost: the list grows only while there is no HyperLogLog and
+//! room left (a filter expression), the HyperLogLog grows only where it
+//! exists, and the switch holds only if the record did not change since its
+//! list was read (its generation). A record written before the list existed
+//! holds a HyperLogLog and keeps it.
+//!
+//! Visitor records expire `VISITOR_RETENTION` after their last write (a record
+//! TTL, which needs `nsup-period` in the namespace, as page hit records do).
+//!
 //! The first gateway to need a day's secret creates it (create-only, so every
 //! gateway ends up with the winner's), and the one that creates a day's secret
-//! deletes those of the days before the day before. No record TTLs: a
-//! namespace without nsup refuses them.
+//! deletes those of the days before the day before. Secrets have no TTL: they
+//! are deleted, not left to expire.
 
+use aerospike::expressions::{self as exp, lists as exp_lists};
+use aerospike::operations::exp::{ExpReadFlags, read_exp};
 use aerospike::operations::hll::{self, HllPolicy};
+use aerospike::operations::lists::{self, ListOrderType, ListPolicy, ListWriteFlags};
 use aerospike::{
-    BatchOperation, BatchPolicy, BatchWritePolicy, Bin, Bins, Client, ReadPolicy,
-    RecordExistsAction, ResultCode, Value, WritePolicy, operations,
+    BatchOperation, BatchPolicy, BatchReadPolicy, BatchWritePolicy, Bin, Bins, Client,
+    GenerationPolicy, Key, ReadPolicy, RecordExistsAction, ResultCode, Value, WritePolicy,
+    operations,
 };
 use counter_api::{Day, PageKey};
 use counter_store::StoreError;
@@ -18,50 +38,269 @@ use counter_store::pages::{HLL_INDEX_BITS, VisitorSalt};
 use tokio::time::Instant;
 
 use crate::AerospikeStore;
-use crate::client::{Backoff, FORGET_TIMEOUT_MS, Retry, millis_until, unavailable_or_failed};
+use crate::client::{
+    Backoff, FORGET_TIMEOUT_MS, Retry, millis_until, row_failure, unavailable_or_failed,
+};
 use crate::layout::*;
 
 /// A new day's secret deletes those of the days from two back to this many back,
 /// so a gateway down for weeks still leaves none behind.
 const FORGET_SALTS_DAYS: u32 = 30;
 
+/// The most hashes a counter-day keeps as an exact list. A dense HyperLogLog
+/// holds 2^[`HLL_INDEX_BITS`] registers of 6 bits (12,288 B at 14 bits, plus a
+/// few bytes of header); a hash in an ordered list is a msgpack int64, 9 B. At
+/// 1,365 hashes the list reaches the HyperLogLog's size, so past this the
+/// HyperLogLog is the smaller form.
+pub(crate) const EXACT_VISITORS_MAX: usize = (1 << HLL_INDEX_BITS) * 6 / 8 / 9;
+
+/// The exact list: ordered, so the server finds a repeat by binary search, and
+/// each hash in it once; a hash already there is skipped, not refused, and the
+/// rest of the batch's still go in.
+const EXACT_LIST: ListPolicy = ListPolicy::new(
+    ListOrderType::Ordered,
+    ListWriteFlags::from_bits(
+        ListWriteFlags::ADD_UNIQUE.bits()
+            | ListWriteFlags::NO_FAIL.bits()
+            | ListWriteFlags::PARTIAL.bits(),
+    ),
+);
+
+/// Rounds of guarded steps one batch may take for its visitors. A counter-day
+/// needs at most four (list refused, HyperLogLog refused, read, switch) unless
+/// other gateways keep winning the switch; each lost race ends in the
+/// HyperLogLog, so a few more rounds always suffice in practice.
+const MAX_ROUNDS: usize = 12;
+
+/// The next guarded write of one counter-day's visitors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// Add the hashes to the exact list, if the record holds no HyperLogLog
+    /// and the list has room for all of them (or there is no record yet).
+    Exact,
+    /// Add the hashes to the HyperLogLog, if the record holds one (or there is
+    /// no record yet: more hashes than a list may hold).
+    Estimate,
+    /// Read the list and the record's generation, for the switch.
+    Read,
+    /// Write the HyperLogLog of `listed` and the new hashes and remove the
+    /// list, if the record is still at `generation`.
+    Switch { generation: u32, listed: Vec<Value> },
+}
+
+/// One counter-day's hashes of a batch, on their way into the store.
+struct CounterDay {
+    record: Key,
+    key: PageKey,
+    day: Day,
+    hashes: Vec<Value>,
+    step: Step,
+}
+
+impl CounterDay {
+    /// Where a counter-day starts: the list, unless the batch alone brings
+    /// more hashes than a list may hold.
+    fn first_step(&self) -> Step {
+        if self.hashes.len() <= EXACT_VISITORS_MAX {
+            Step::Exact
+        } else {
+            Step::Estimate
+        }
+    }
+}
+
+/// A counter-day's number of visitors as one read: the list's size while it
+/// is exact, the HyperLogLog's estimate once it is not, answered in bin
+/// `visitors`.
+pub(crate) fn visitor_count() -> operations::Operation {
+    read_exp(
+        VISITORS_BIN,
+        exp::cond(vec![
+            exp::bin_exists(VISITORS_BIN),
+            exp::hll::get_count(exp::hll_bin(VISITORS_BIN)),
+            exp::bin_exists(HASHES_BIN),
+            exp_lists::size(exp::list_bin(HASHES_BIN), &[]),
+            exp::int_val(0),
+        ]),
+        ExpReadFlags::DEFAULT,
+    )
+}
+
+/// The hashes as the bins hold them. The HyperLogLog has always been fed
+/// them as signed integers: records written before the list was there keep
+/// counting each visitor once.
+fn stored_hashes(visitors: &[counter_store::pages::VisitorHash]) -> Vec<Value> {
+    let mut hashes: Vec<i64> = visitors.iter().map(|v| v.0 as i64).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes.into_iter().map(Value::Int).collect()
+}
+
 impl AerospikeStore {
-    /// The visitors of each counter and day of the batch, best effort: a row
-    /// that fails is a write fault, logged and counted, and the hits stay
-    /// answered (an estimate stays an estimate).
+    /// The visitors of each counter and day of the batch, best effort: a
+    /// counter-day that fails is a write fault, logged and counted, and the
+    /// hits stay answered (an estimate stays an estimate). All counter-days of
+    /// the batch take each step together, one batch call per round.
     pub(crate) async fn add_visitors(
         &self,
         client: &Client,
         counts: &PageBatchCounts,
         deadline: Instant,
     ) {
-        let policy = BatchWritePolicy {
-            send_key: true,
-            ..BatchWritePolicy::default()
-        };
-        let mut rows = Vec::new();
+        let mut pending: Vec<CounterDay> = Vec::new();
         for ((key, day), visitors) in &counts.visitors {
             let Ok(record) = self.key(PAGE_VISITORS_SET, &visitors_key(key, *day)) else {
                 continue;
             };
-            let mut hashes: Vec<u64> = visitors.iter().map(|v| v.0).collect();
-            hashes.sort_unstable();
-            hashes.dedup();
-            let ops = [
-                operations::put(&Bin::new(PAGE_BIN, Value::from(key.as_str().to_owned()))),
-                operations::put(&Bin::new(DAY_BIN, Value::from(day.to_string()))),
-                // Creates the HyperLogLog if the bin is missing.
-                hll::add_with_index_and_min_hash(
-                    &HllPolicy::default(),
-                    VISITORS_BIN,
-                    hashes.into_iter().map(|h| Value::Int(h as i64)).collect(),
-                    i64::from(HLL_INDEX_BITS),
-                    0,
-                ),
-            ];
-            rows.push(BatchOperation::write(&policy, record, ops));
+            let mut counter_day = CounterDay {
+                record,
+                key: key.clone(),
+                day: *day,
+                hashes: stored_hashes(visitors),
+                step: Step::Exact,
+            };
+            counter_day.step = counter_day.first_step();
+            pending.push(counter_day);
         }
-        self.write_best_effort(client, rows, deadline).await;
+        for _ in 0..MAX_ROUNDS {
+            if pending.is_empty() {
+                return;
+            }
+            let mut rows: Vec<BatchOperation> =
+                pending.iter().map(|cd| self.visitor_row(cd)).collect();
+            self.send_rows(client, &mut rows, Retry::IfNotApplied, deadline)
+                .await;
+            let mut next = Vec::new();
+            for (mut counter_day, row) in pending.into_iter().zip(&rows) {
+                match self.after(&counter_day, row) {
+                    Ok(None) => {}
+                    Ok(Some(step)) => {
+                        counter_day.step = step;
+                        next.push(counter_day);
+                    }
+                    Err(error) => self.visitors_not_written(&counter_day, &error),
+                }
+            }
+            pending = next;
+        }
+        for counter_day in &pending {
+            let error = StoreError::Unavailable(format!(
+                "the switch to a HyperLogLog lost {MAX_ROUNDS} races in a row"
+            ));
+            self.visitors_not_written(counter_day, &error);
+        }
+    }
+
+    /// The batch row of a counter-day's next step.
+    fn visitor_row(&self, counter_day: &CounterDay) -> BatchOperation {
+        let record = counter_day.record.clone();
+        // The key is not stored: it would add a third to a record of a few
+        // visitors (10: 208 B with it, 160 B without), and the key
+        // `<counter>@<day>` is what a reader already knows to find it.
+        let write = |filter: Option<exp::Expression>| BatchWritePolicy {
+            send_key: false,
+            expiration: self.visitor_expiration(),
+            filter_expression: filter,
+            ..BatchWritePolicy::default()
+        };
+        let hashes = || counter_day.hashes.clone();
+        match &counter_day.step {
+            Step::Exact => {
+                // A filter does not apply to a record that does not exist:
+                // the first hashes of a counter-day create it with its list.
+                let room = (EXACT_VISITORS_MAX - counter_day.hashes.len()) as i64;
+                let listed = exp::cond(vec![
+                    exp::bin_exists(HASHES_BIN),
+                    exp_lists::size(exp::list_bin(HASHES_BIN), &[]),
+                    exp::int_val(0),
+                ]);
+                let filter = exp::and(vec![
+                    exp::not(exp::bin_exists(VISITORS_BIN)),
+                    exp::le(listed, exp::int_val(room)),
+                ]);
+                BatchOperation::write(
+                    &write(Some(filter)),
+                    record,
+                    [lists::append_items(&EXACT_LIST, HASHES_BIN, hashes())],
+                )
+            }
+            Step::Estimate => BatchOperation::write(
+                &write(Some(exp::bin_exists(VISITORS_BIN))),
+                record,
+                [add_to_hll(hashes())],
+            ),
+            Step::Read => BatchOperation::read(
+                &BatchReadPolicy::default(),
+                record,
+                Bins::from([HASHES_BIN, VISITORS_BIN]),
+            ),
+            Step::Switch { generation, listed } => {
+                let policy = BatchWritePolicy {
+                    generation_policy: GenerationPolicy::ExpectGenEqual,
+                    generation: *generation,
+                    ..write(None)
+                };
+                let mut all = listed.clone();
+                all.extend(hashes());
+                BatchOperation::write(
+                    &policy,
+                    record,
+                    [
+                        add_to_hll(all),
+                        // A nil bin is a removed bin.
+                        operations::put(&Bin::new(HASHES_BIN, Value::Nil)),
+                    ],
+                )
+            }
+        }
+    }
+
+    /// What a counter-day's row answered means: done (`None`), the next step,
+    /// or a failure to report.
+    fn after(
+        &self,
+        counter_day: &CounterDay,
+        row: &BatchOperation,
+    ) -> Result<Option<Step>, StoreError> {
+        let code = row.result_code();
+        match (&counter_day.step, code) {
+            (Step::Read, Some(ResultCode::Ok)) => {
+                let bins = row.record().map(|r| (&r.bins, r.generation));
+                let Some((bins, generation)) = bins else {
+                    return Err(row_failure(row));
+                };
+                if bins.contains_key(VISITORS_BIN) {
+                    return Ok(Some(Step::Estimate));
+                }
+                let listed = match bins.get(HASHES_BIN) {
+                    Some(Value::List(listed)) => listed.clone(),
+                    Some(other) => {
+                        return Err(StoreError::Failed(format!(
+                            "a visitor record's {HASHES_BIN:?} is not a list but {other}"
+                        )));
+                    }
+                    None => Vec::new(),
+                };
+                Ok(Some(Step::Switch { generation, listed }))
+            }
+            // Gone since (expired): a new record, made by the first step.
+            (Step::Read, Some(ResultCode::KeyNotFoundError)) => Ok(Some(counter_day.first_step())),
+            (_, Some(ResultCode::Ok)) => Ok(None),
+            (Step::Exact, Some(ResultCode::FilteredOut)) => Ok(Some(Step::Estimate)),
+            (Step::Estimate, Some(ResultCode::FilteredOut)) => Ok(Some(Step::Read)),
+            // Another batch changed the record since its list was read:
+            // start over from what it holds now.
+            (Step::Switch { .. }, Some(ResultCode::GenerationError)) => {
+                Ok(Some(counter_day.first_step()))
+            }
+            _ => Err(row_failure(row)),
+        }
+    }
+
+    fn visitors_not_written(&self, counter_day: &CounterDay, error: &StoreError) {
+        tracing::warn!(key = %counter_day.key, day = %counter_day.day, step = ?counter_day.step,
+            %error, "visitors of a page hit batch not written");
+        self.inner.faults.record(PAGE_VISITORS_SET, error);
     }
 
     /// The day's secret: read it, or make it if no gateway has yet. A create-only
@@ -165,6 +404,17 @@ impl AerospikeStore {
     }
 }
 
+/// Adds hashes to the dense HyperLogLog, creating it if the bin is missing.
+fn add_to_hll(hashes: Vec<Value>) -> operations::Operation {
+    hll::add_with_index_and_min_hash(
+        &HllPolicy::default(),
+        VISITORS_BIN,
+        hashes,
+        i64::from(HLL_INDEX_BITS),
+        0,
+    )
+}
+
 pub(crate) fn visitors_key(key: &PageKey, day: Day) -> String {
     format!("{key}@{day}")
 }
@@ -180,6 +430,21 @@ fn stored_salt(value: Option<&Value>) -> Result<VisitorSalt, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_list_stops_where_the_hyperloglog_is_smaller() {
+        assert_eq!(EXACT_VISITORS_MAX, 1_365);
+        const { assert!(EXACT_VISITORS_MAX * 9 <= (1 << HLL_INDEX_BITS) * 6 / 8) };
+    }
+
+    #[test]
+    fn hashes_are_stored_once_each_as_the_hyperloglog_was_fed_them() {
+        let visitors = [u64::MAX, 3, 3, 1 << 63].map(counter_store::pages::VisitorHash);
+        assert_eq!(
+            stored_hashes(&visitors),
+            [Value::Int(i64::MIN), Value::Int(-1), Value::Int(3)]
+        );
+    }
 
     #[test]
     fn only_a_whole_secret_is_a_secret() {

@@ -84,6 +84,7 @@ on_the_cluster!(
     a_counter_edited_by_hand_is_found_and_mended,
     page_tallies_agree_after_page_hits,
     visitor_salts_are_one_per_day,
+    visitors_are_exact_then_estimated_across_the_switch,
 );
 
 // Page hit records expire by their TTL, which the namespace takes because it

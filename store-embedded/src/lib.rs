@@ -8,9 +8,11 @@
 //!
 //! Named counters live in tables of their own beside the tutorial's: `page_hits`
 //! (hit id → key, ts), `pages` (key → total), `page_days` ((key, day) → hits),
-//! `page_visitors` ((key, day) → HyperLogLog), `day_totals` (day → hits on all
-//! keys), `page_tops` (the maintained top lists: the all-time one and one per
-//! day, [`TOP_KEPT`] rows each) and `visitor_salts` (day → that day's secret).
+//! `page_visitors` ((key, day) → HyperLogLog) with `page_visitors_by_day` and
+//! `visitor_days` (for the sweep that ends `VISITOR_RETENTION`), `day_totals`
+//! (day → hits on all keys), `page_tops` (the maintained top lists: the
+//! all-time one and one per day, [`TOP_KEPT`] rows each) and `visitor_salts`
+//! (day → that day's secret).
 //! A batch of page hits updates them all in one transaction, so the overview
 //! reads a few hundred rows however many counters there are.
 
@@ -60,6 +62,13 @@ const PAGES: TableDefinition<&str, u64> = TableDefinition::new("pages");
 const PAGE_DAYS: TableDefinition<(&str, u32), u64> = TableDefinition::new("page_days");
 /// (key, day) → that day's unique-visitor HyperLogLog.
 const PAGE_VISITORS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("page_visitors");
+/// (day, key) → (): the rows of `page_visitors` by day, so the retention
+/// sweep deletes a whole day without reading the others.
+const PAGE_VISITORS_BY_DAY: TableDefinition<(u32, &str), ()> =
+    TableDefinition::new("page_visitors_by_day");
+/// day → when (epoch ms, the gateway's clock) a visitor of that day was last
+/// added: a day's visitor figures go `VISITOR_RETENTION` after it.
+const VISITOR_DAYS: TableDefinition<u32, u64> = TableDefinition::new("visitor_days");
 /// day → hits on all keys that day.
 const DAY_TOTALS: TableDefinition<u32, u64> = TableDefinition::new("day_totals");
 /// (day, key) → hits: every counter of a day, which the overview used to read
@@ -127,7 +136,7 @@ impl EmbeddedStore {
         index_page_hits_by_time(&txn).context("indexing the page hit records by time")?;
         txn.open_table(PAGES)?;
         txn.open_table(PAGE_DAYS)?;
-        txn.open_table(PAGE_VISITORS)?;
+        index_visitors_by_day(&txn).context("indexing the unique visitors by day")?;
         txn.open_table(DAY_TOTALS)?;
         txn.open_table(VISITOR_SALTS)?;
         txn.open_table(PAGE_BASES)?;
@@ -193,6 +202,8 @@ impl EmbeddedStore {
             let mut pages = txn.open_table(PAGES).map_err(failed)?;
             let mut page_days = txn.open_table(PAGE_DAYS).map_err(failed)?;
             let mut page_visitors = txn.open_table(PAGE_VISITORS).map_err(failed)?;
+            let mut visitors_by_day = txn.open_table(PAGE_VISITORS_BY_DAY).map_err(failed)?;
+            let mut visitor_days = txn.open_table(VISITOR_DAYS).map_err(failed)?;
             let mut day_totals = txn.open_table(DAY_TOTALS).map_err(failed)?;
             let mut tops = txn.open_table(PAGE_TOPS).map_err(failed)?;
 
@@ -279,6 +290,10 @@ impl EmbeddedStore {
                 page_visitors
                     .insert((key.as_str(), d), bytes.as_slice())
                     .map_err(failed)?;
+                visitors_by_day
+                    .insert((d, key.as_str()), ())
+                    .map_err(failed)?;
+                visitor_days.insert(d, now).map_err(failed)?;
             }
             number_page_batch(hits, &counted, &counts, &total_after, &day_after)
         };
@@ -314,6 +329,61 @@ impl EmbeddedStore {
         };
         txn.commit().map_err(failed)?;
         Ok(expired)
+    }
+
+    /// Deletes the visitor figures of up to [`SWEEP_CHUNK`] counter-days of
+    /// days whose last visitor was added before `cutoff` (epoch ms), oldest
+    /// day first; a day's row in `visitor_days` goes with its last one.
+    /// Answers how many.
+    fn expire_visitor_days_blocking(&self, cutoff: u64) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write().map_err(failed)?;
+        let expired = {
+            let mut page_visitors = txn.open_table(PAGE_VISITORS).map_err(failed)?;
+            let mut by_day = txn.open_table(PAGE_VISITORS_BY_DAY).map_err(failed)?;
+            let mut visitor_days = txn.open_table(VISITOR_DAYS).map_err(failed)?;
+            let mut old_days = Vec::new();
+            for entry in visitor_days.iter().map_err(failed)? {
+                let (day, last) = entry.map_err(failed)?;
+                if last.value() < cutoff {
+                    old_days.push(day.value());
+                }
+            }
+            let mut expired = 0;
+            for d in old_days {
+                let mut keys = Vec::new();
+                for entry in by_day
+                    .range((d, "")..(d + 1, ""))
+                    .map_err(failed)?
+                    .take(SWEEP_CHUNK - expired)
+                {
+                    keys.push(entry.map_err(failed)?.0.value().1.to_owned());
+                }
+                for key in &keys {
+                    page_visitors.remove((key.as_str(), d)).map_err(failed)?;
+                    by_day.remove((d, key.as_str())).map_err(failed)?;
+                }
+                expired += keys.len();
+                if expired == SWEEP_CHUNK {
+                    break;
+                }
+                visitor_days.remove(d).map_err(failed)?;
+            }
+            expired
+        };
+        txn.commit().map_err(failed)?;
+        Ok(expired)
+    }
+
+    /// Keeps each day's unique-visitor figures for `visitors` after its last
+    /// visitor was added, then deletes the whole day's: a background sweep
+    /// every tenth of the window (1 s to 10 min). Totals and days of hits stay.
+    pub fn keeping_visitors(self, visitors: Retention) -> Self {
+        if let Some(window) = visitors.0 {
+            self.sweep(window, "page_visitors", |store, cutoff| {
+                store.expire_visitor_days_blocking(cutoff)
+            });
+        }
+        self
     }
 
     /// Keeps page hit records for `page_hits`, and the tutorial's hit records
@@ -801,6 +871,25 @@ fn index_page_hits_by_time(txn: &redb::WriteTransaction) -> anyhow::Result<()> {
     for entry in page_hits.iter()? {
         let (id, value) = entry?;
         by_time.insert((value.value().1, id.value()), ())?;
+    }
+    Ok(())
+}
+
+/// A store from before visitor figures expired gets their index by day once;
+/// their retention starts now.
+fn index_visitors_by_day(txn: &redb::WriteTransaction) -> anyhow::Result<()> {
+    let page_visitors = txn.open_table(PAGE_VISITORS)?;
+    let mut by_day = txn.open_table(PAGE_VISITORS_BY_DAY)?;
+    let mut visitor_days = txn.open_table(VISITOR_DAYS)?;
+    if !by_day.is_empty()? || page_visitors.is_empty()? {
+        return Ok(());
+    }
+    let now = now_millis();
+    for entry in page_visitors.iter()? {
+        let (id, _) = entry?;
+        let (key, day) = id.value();
+        by_day.insert((day, key), ())?;
+        visitor_days.insert(day, now)?;
     }
     Ok(())
 }

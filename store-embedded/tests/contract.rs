@@ -42,6 +42,7 @@ on_a_fresh_store!(
     a_counter_edited_by_hand_is_found_and_mended,
     page_tallies_agree_after_page_hits,
     visitor_salts_are_one_per_day,
+    visitors_are_exact_then_estimated_across_the_switch,
 );
 
 macro_rules! with_a_builder {
