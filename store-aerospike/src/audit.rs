@@ -321,6 +321,25 @@ impl AerospikeStore {
         grouped: &mut GroupedTallies,
     ) -> Result<(), StoreError> {
         let days: Vec<Day> = grouped.days().into_iter().collect();
+        for (day, hits) in self.day_totals_kept(client, &days).await? {
+            match hits {
+                Some(hits) => {
+                    grouped.day_totals.insert(day, hits);
+                }
+                None => grouped.forget(day),
+            }
+        }
+        Ok(())
+    }
+
+    /// Each day's hits on all counters (`page_days`), or `None` for a day some
+    /// gateway wrote records of that may have expired by now (its `keep` is
+    /// shorter than the day's age): nothing proves that day's counts.
+    pub(crate) async fn day_totals_kept(
+        &self,
+        client: &Client,
+        days: &[Day],
+    ) -> Result<Vec<(Day, Option<u64>)>, StoreError> {
         let read = BatchReadPolicy::default();
         let mut rows = days
             .iter()
@@ -337,7 +356,8 @@ impl AerospikeStore {
         self.send_rows(client, &mut rows, Retry::IfNotApplied, deadline)
             .await;
         let now = std::time::SystemTime::now();
-        for (day, row) in days.into_iter().zip(&rows) {
+        let mut totals = Vec::with_capacity(days.len());
+        for (day, row) in days.iter().zip(&rows) {
             let (hits, keep) = match row.record() {
                 Some(record) => (
                     count(record.bins.get(HITS_BIN)).unwrap_or(0),
@@ -346,19 +366,16 @@ impl AerospikeStore {
                 None if absent(row) => (0, None),
                 None => return Err(row_failure(row)),
             };
-            let kept = keep.filter(|secs| *secs < i64::MAX as u64).map(|secs| {
+            let kept_from = keep.filter(|secs| *secs < i64::MAX as u64).map(|secs| {
                 audit_window(
                     counter_store::Retention(Some(std::time::Duration::from_secs(secs))),
                     now,
                 )
             });
-            if kept.is_some_and(|first| day < first) {
-                grouped.forget(day);
-                continue;
-            }
-            grouped.day_totals.insert(day, hits);
+            let proven = kept_from.is_none_or(|first| *day >= first);
+            totals.push((*day, proven.then_some(hits)));
         }
-        Ok(())
+        Ok(totals)
     }
 }
 

@@ -27,7 +27,7 @@ use counter_api::{
     Day, DayCount, DayHits, EpochMillis, PageKey, PageRecorded, PageStats, PageTotal, PagesOverview,
 };
 use counter_store::StoreError;
-use counter_store::audit::{PageTallies, audit_window};
+use counter_store::audit::PageTallies;
 use counter_store::numbering::{PageBatchCounts, number_page_batch};
 use counter_store::pages::{DayRange, PageHitToCount};
 use counter_store::tops::TopList;
@@ -317,44 +317,16 @@ impl AerospikeStore {
         days.extend(tallies.records.keys().map(|(_, day)| *day));
         days.sort_unstable();
         days.dedup();
-        let read = BatchReadPolicy::default();
-        let mut rows = days
-            .iter()
-            .map(|day| {
-                let record = self.key(PAGE_DAYS_SET, &day.to_string())?;
-                Ok(BatchOperation::read(
-                    &read,
-                    record,
-                    Bins::from([HITS_BIN, KEEP_BIN]),
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let deadline = Instant::now() + self.inner.timeout;
-        self.send_rows(client, &mut rows, Retry::IfNotApplied, deadline)
-            .await;
-        let now = std::time::SystemTime::now();
-        for (day, row) in days.into_iter().zip(&rows) {
-            let (hits, keep) = match row.record() {
-                Some(record) => (
-                    count(record.bins.get(HITS_BIN)).unwrap_or(0),
-                    count(record.bins.get(KEEP_BIN)),
-                ),
-                None if absent(row) => (0, None),
-                None => return Err(row_failure(row)),
-            };
-            // Some gateway wrote records of this day that may have expired.
-            let kept = keep.filter(|secs| *secs < i64::MAX as u64).map(|secs| {
-                audit_window(
-                    counter_store::Retention(Some(std::time::Duration::from_secs(secs))),
-                    now,
-                )
-            });
-            if kept.is_some_and(|first| day < first) {
-                tallies.counted.retain(|(_, d), _| *d != day);
-                tallies.records.retain(|(_, d), _| *d != day);
-                continue;
+        for (day, hits) in self.day_totals_kept(client, &days).await? {
+            match hits {
+                Some(hits) => {
+                    tallies.day_totals.insert(day, hits);
+                }
+                None => {
+                    tallies.counted.retain(|(_, d), _| *d != day);
+                    tallies.records.retain(|(_, d), _| *d != day);
+                }
             }
-            tallies.day_totals.insert(day, hits);
         }
         Ok(tallies)
     }
