@@ -91,48 +91,56 @@ impl AerospikeStore {
     async fn grouped_tallies(&self, since: Day) -> Result<GroupedTallies, StoreError> {
         let client = self.client()?;
         let started = Instant::now();
-        let parts = futures::future::try_join_all((0..SCAN_PARTS).map(|part| {
-            let store = self.clone();
-            tokio::spawn(async move {
-                let client = store.client()?;
+        let mut grouped = self
+            .in_parts(move |store, part| async move {
                 let mut grouped = GroupedTallies::default();
+                let client = store.client()?;
                 store
                     .scan_pages(client, since, part, &mut Keep::Groups(&mut grouped))
                     .await?;
-                Ok::<_, StoreError>(grouped)
+                Ok(grouped)
             })
-        }))
-        .await
-        .map_err(|e| StoreError::Failed(format!("an audit scan task failed: {e}")))?;
-        let mut grouped = GroupedTallies::default();
-        for part in parts {
-            grouped.merge(part?);
-        }
+            .await?;
         let counters_ms = started.elapsed().as_millis() as u64;
-        let parts = futures::future::try_join_all((0..SCAN_PARTS).map(|part| {
-            let store = self.clone();
-            tokio::spawn(async move {
-                let client = store.client()?;
+        let records = self
+            .in_parts(move |store, part| async move {
                 let mut grouped = GroupedTallies::default();
+                let client = store.client()?;
                 store
                     .scan_page_hits(client, since, None, part, |key, day| {
                         grouped.record(key, day)
                     })
                     .await?;
-                Ok::<_, StoreError>(grouped)
+                Ok(grouped)
             })
-        }))
-        .await
-        .map_err(|e| StoreError::Failed(format!("an audit scan task failed: {e}")))?;
-        for part in parts {
-            grouped.merge(part?);
-        }
+            .await?;
+        grouped.merge(records);
         tracing::debug!(
             counters_ms,
             records_ms = started.elapsed().as_millis() as u64 - counters_ms,
             "the audit's groups are read"
         );
         self.read_day_totals(client, &mut grouped).await?;
+        Ok(grouped)
+    }
+
+    /// One scan task per partition range ([`SCAN_PARTS`]), each summing into
+    /// groups of its own, merged once all are done: both cores parse while
+    /// the server streams.
+    async fn in_parts<F, Fut>(&self, scan: F) -> Result<GroupedTallies, StoreError>
+    where
+        F: Fn(AerospikeStore, usize) -> Fut,
+        Fut: Future<Output = Result<GroupedTallies, StoreError>> + Send + 'static,
+    {
+        let parts = futures::future::try_join_all(
+            (0..SCAN_PARTS).map(|part| tokio::spawn(scan(self.clone(), part))),
+        )
+        .await
+        .map_err(|e| StoreError::Failed(format!("an audit scan task failed: {e}")))?;
+        let mut grouped = GroupedTallies::default();
+        for part in parts {
+            grouped.merge(part?);
+        }
         Ok(grouped)
     }
 
@@ -271,15 +279,9 @@ impl AerospikeStore {
             .await?;
         while let Some(record) = stream.next().await {
             let record = record?;
-            let (Some(Value::String(key)), Some(Value::Int(ts))) =
-                (record.bins.get(PAGE_BIN), record.bins.get(TS_BIN))
-            else {
-                continue;
-            };
-            let Ok(ts) = EpochMillis::new(i128::from(*ts)) else {
-                continue;
-            };
-            each(key, Day::of(ts));
+            if let Some((key, day)) = page_hit_day(&record.bins) {
+                each(key, day);
+            }
         }
         Ok(())
     }
@@ -377,6 +379,17 @@ impl AerospikeStore {
         }
         Ok(totals)
     }
+}
+
+/// A page hit record's counter key (unparsed: the groups hash the raw
+/// string) and the day of its `ts`; `None` for a record that is not one.
+pub(crate) fn page_hit_day(bins: &aerospike::IndexMap<String, Value>) -> Option<(&str, Day)> {
+    let (Some(Value::String(key)), Some(Value::Int(ts))) = (bins.get(PAGE_BIN), bins.get(TS_BIN))
+    else {
+        return None;
+    };
+    let ts = EpochMillis::new(i128::from(*ts)).ok()?;
+    Some((key, Day::of(ts)))
 }
 
 /// Midnight UTC of `day`, in epoch milliseconds.

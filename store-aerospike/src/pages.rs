@@ -24,7 +24,7 @@ use aerospike::{
     operations,
 };
 use counter_api::{
-    Day, DayCount, DayHits, EpochMillis, PageKey, PageRecorded, PageStats, PageTotal, PagesOverview,
+    Day, DayCount, DayHits, PageKey, PageRecorded, PageStats, PageTotal, PagesOverview,
 };
 use counter_store::StoreError;
 use counter_store::audit::PageTallies;
@@ -303,16 +303,13 @@ impl AerospikeStore {
             .await?;
         while let Some(record) = stream.next().await {
             let record = record?;
-            let (Some(Value::String(key)), Some(Value::Int(ts))) =
-                (record.bins.get(PAGE_BIN), record.bins.get(TS_BIN))
-            else {
+            let Some((key, day)) = crate::audit::page_hit_day(&record.bins) else {
                 continue;
             };
-            let (Ok(key), Ok(ts)) = (key.parse::<PageKey>(), EpochMillis::new(i128::from(*ts)))
-            else {
+            let Ok(key) = key.parse::<PageKey>() else {
                 continue;
             };
-            *tallies.records.entry((key, Day::of(ts))).or_default() += 1;
+            *tallies.records.entry((key, day)).or_default() += 1;
         }
         days.extend(tallies.records.keys().map(|(_, day)| *day));
         days.sort_unstable();
