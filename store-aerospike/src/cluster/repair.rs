@@ -77,6 +77,23 @@ impl std::fmt::Display for Count {
     }
 }
 
+impl Count {
+    fn day(&self) -> Day {
+        match self {
+            Count::Counter(_, day) | Count::DayTotal(day) => *day,
+        }
+    }
+
+    /// The bin of its record that holds it (a counter's day is an entry of
+    /// its `days` map).
+    fn bin(&self) -> &'static str {
+        match self {
+            Count::Counter(..) => DAYS_BIN,
+            Count::DayTotal(_) => HITS_BIN,
+        }
+    }
+}
+
 /// A count's record as step 1 read it.
 struct CountRead {
     hits: u64,
@@ -166,24 +183,18 @@ impl AerospikeStore {
 
     /// Step 1: the count, its record's `applied` keys and `repairs`.
     async fn read_count(&self, client: &Client, count: &Count) -> Result<CountRead, StoreError> {
-        let (record, ops) = match count {
-            Count::Counter(key, day) => (
-                self.key(PAGES_SET, key.as_str())?,
-                vec![
-                    maps::get_by_key(DAYS_BIN, Value::from(day.to_string()), MapReturnType::VALUE),
-                    operations::get_bin(APPLIED_BIN),
-                    operations::get_bin(REPAIRS_BIN),
-                ],
-            ),
-            Count::DayTotal(day) => (
-                self.key(PAGE_DAYS_SET, &day.to_string())?,
-                vec![
-                    operations::get_bin(HITS_BIN),
-                    operations::get_bin(APPLIED_BIN),
-                    operations::get_bin(REPAIRS_BIN),
-                ],
-            ),
+        let hits = match count {
+            Count::Counter(_, day) => {
+                maps::get_by_key(DAYS_BIN, Value::from(day.to_string()), MapReturnType::VALUE)
+            }
+            Count::DayTotal(_) => operations::get_bin(HITS_BIN),
         };
+        let record = self.count_record(count)?;
+        let ops = vec![
+            hits,
+            operations::get_bin(APPLIED_BIN),
+            operations::get_bin(REPAIRS_BIN),
+        ];
         let read = BatchReadPolicy::default();
         let mut rows = [BatchOperation::read_ops(&read, record, ops)];
         let at = SystemTime::now();
@@ -202,10 +213,6 @@ impl AerospikeStore {
             }
             return Err(row_failure(row));
         };
-        let bin = match count {
-            Count::Counter(..) => DAYS_BIN,
-            Count::DayTotal(_) => HITS_BIN,
-        };
         let applied = record
             .bins
             .get(APPLIED_BIN)
@@ -220,7 +227,7 @@ impl AerospikeStore {
             })
             .unwrap_or_default();
         Ok(CountRead {
-            hits: crate::client::count(record.bins.get(bin)).unwrap_or(0),
+            hits: crate::client::count(record.bins.get(count.bin())).unwrap_or(0),
             applied,
             repairs: crate::client::count(record.bins.get(REPAIRS_BIN)).unwrap_or(0),
             at,
@@ -234,9 +241,7 @@ impl AerospikeStore {
         count: &Count,
         read: &CountRead,
     ) -> Result<u64, StoreError> {
-        let day = match count {
-            Count::Counter(_, day) | Count::DayTotal(day) => *day,
-        };
+        let day = count.day();
         let ts = || exp::int_bin(TS_BIN.to_owned());
         let mut filters = vec![
             exp::ge(ts(), exp::int_val(day_start_ms(day))),
@@ -275,6 +280,15 @@ impl AerospikeStore {
             .sum())
     }
 
+    /// The record that holds a count: the counter's `pages` record, or the
+    /// day's `page_days` record.
+    fn count_record(&self, count: &Count) -> Result<aerospike::Key, StoreError> {
+        match count {
+            Count::Counter(key, _) => self.key(PAGES_SET, key.as_str()),
+            Count::DayTotal(day) => self.key(PAGE_DAYS_SET, &day.to_string()),
+        }
+    }
+
     /// Steps 3 and 4: adds `delta` to the count, and 1 to its record's
     /// `repairs`, only if `repairs` still holds what [`Self::read_count`]
     /// read; false if it moved.
@@ -294,28 +308,23 @@ impl AerospikeStore {
             )
         };
         let bump = operations::add(&Bin::new(REPAIRS_BIN, Value::from(1)));
-        let (record, ops) = match count {
-            Count::Counter(key, day) => (
-                self.key(PAGES_SET, key.as_str())?,
-                vec![
-                    operations::add(&Bin::new(TOTAL_BIN, Value::from(delta))),
-                    maps::increment_value(
-                        &crate::once::KEY_ORDERED,
-                        DAYS_BIN,
-                        Value::from(day.to_string()),
-                        Value::from(delta),
-                    ),
-                    bump,
-                ],
-            ),
-            Count::DayTotal(day) => (
-                self.key(PAGE_DAYS_SET, &day.to_string())?,
-                vec![
-                    operations::put(&Bin::new(DAY_BIN, Value::from(day.to_string()))),
-                    operations::add(&Bin::new(HITS_BIN, Value::from(delta))),
-                    bump,
-                ],
-            ),
+        let record = self.count_record(count)?;
+        let ops = match count {
+            Count::Counter(_, day) => vec![
+                operations::add(&Bin::new(TOTAL_BIN, Value::from(delta))),
+                maps::increment_value(
+                    &crate::once::KEY_ORDERED,
+                    DAYS_BIN,
+                    Value::from(day.to_string()),
+                    Value::from(delta),
+                ),
+                bump,
+            ],
+            Count::DayTotal(day) => vec![
+                operations::put(&Bin::new(DAY_BIN, Value::from(day.to_string()))),
+                operations::add(&Bin::new(HITS_BIN, Value::from(delta))),
+                bump,
+            ],
         };
         let deadline = Instant::now() + self.inner.timeout;
         let mut policy = self.write_policy(deadline);
